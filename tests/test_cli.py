@@ -25,7 +25,5 @@ def test_unknown_command_fails(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_console_script_is_installed() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "avsl.cli", "--version"], capture_output=True, text=True, check=True
-    )
+    out = subprocess.run([sys.executable, "-m", "avsl.cli", "--version"], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("avsl ")

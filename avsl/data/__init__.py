@@ -1,0 +1,3 @@
+"""Datasets, transforms and the LightningDataModule."""
+
+from __future__ import annotations

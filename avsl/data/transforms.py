@@ -1,0 +1,121 @@
+"""Signal transforms that run in the dataset (CPU workers).
+
+Images are resized to a square ``(size, size)`` at test time (``Resize((224, 224))`` as in EZ-VSL, SLAVC and
+SSL-alignment), which warps the aspect ratio but keeps normalized boxes aligned with the frame. Training crops and
+flips are applied *jointly* to ``image``, ``gt_map`` and ``mask`` so that supervision stays aligned (SLAVC's reference
+code does not transform its GT map; we do).
+
+Audio is downmixed to mono, resampled to the configured rate and cut to a fixed window centred in the clip (short clips
+are tiled, as in EZ-VSL and SSPL).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+import torchaudio.functional as AF
+from torch import Tensor
+
+from avsl.types import AVSample
+
+__all__ = [
+    "JointRandomCropFlip",
+    "audio_window",
+    "resample",
+    "resize_image",
+    "resize_mask",
+    "to_mono",
+]
+
+
+def resize_image(image: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Resize a (3, H, W) image in [0, 1] to ``size`` (bilinear, antialiased), clamped back to [0, 1]."""
+    hw = (size, size) if isinstance(size, int) else size
+    if tuple(image.shape[-2:]) == hw:
+        return image
+    out = F.interpolate(image[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]
+    return out.clamp_(0.0, 1.0)
+
+
+def resize_mask(mask: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Resize an (H, W) map with nearest neighbour, so binary masks stay binary."""
+    hw = (size, size) if isinstance(size, int) else size
+    if tuple(mask.shape[-2:]) == hw:
+        return mask
+    return F.interpolate(mask[None, None].float(), size=hw, mode="nearest")[0, 0]
+
+
+class JointRandomCropFlip:
+    """Training augmentation of EZ-VSL and SSPL: upscale by ``scale``, random crop back, random horizontal flip.
+
+    The reference pipelines resize to ``int(224 * 1.1) = 246``, crop 224 and flip with probability 0.5. Here the crop
+    and the flip are applied to ``image``, ``gt_map`` and ``mask`` alike (maps are resized with nearest neighbour).
+    Randomness comes from torch's global generator, which Lightning seeds per worker.
+    """
+
+    def __init__(self, scale: float = 1.1, flip_p: float = 0.5) -> None:
+        if scale < 1.0:
+            raise ValueError(f"scale must be >= 1, got {scale}")
+        if not 0.0 <= flip_p <= 1.0:
+            raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
+        self.scale = scale
+        self.flip_p = flip_p
+
+    def __call__(self, sample: AVSample) -> AVSample:
+        h, w = sample["image"].shape[-2:]
+        big_h, big_w = int(h * self.scale), int(w * self.scale)
+        top = int(torch.randint(0, big_h - h + 1, ()).item())
+        left = int(torch.randint(0, big_w - w + 1, ()).item())
+        flip = bool(torch.rand(()) < self.flip_p)
+        out: AVSample = dict(sample)  # type: ignore[assignment]
+        image = resize_image(sample["image"], (big_h, big_w))[:, top : top + h, left : left + w]
+        out["image"] = image.flip(-1) if flip else image
+        for key in ("gt_map", "mask"):
+            if key in sample:
+                m = resize_mask(sample[key], (big_h, big_w))[top : top + h, left : left + w]
+                out[key] = m.flip(-1) if flip else m
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(scale={self.scale}, flip_p={self.flip_p})"
+
+
+def to_mono(wave: Tensor) -> Tensor:
+    """Downmix a (T,), (C, T) waveform to (T,) by averaging the channels."""
+    if wave.dim() == 1:
+        return wave
+    if wave.dim() != 2:
+        raise ValueError(f"expected a (T,) or (C, T) waveform, got shape {tuple(wave.shape)}")
+    return wave.mean(dim=0)
+
+
+def resample(wave: Tensor, orig_rate: int, target_rate: int) -> Tensor:
+    """Resample a waveform along its last axis (windowed sinc, torchaudio's default)."""
+    if orig_rate == target_rate:
+        return wave
+    if orig_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {target_rate}")
+    out: Tensor = AF.resample(wave, orig_rate, target_rate)
+    return out
+
+
+def audio_window(wave: Tensor, num_samples: int, position: float = 0.5) -> Tensor:
+    """Cut a window of ``num_samples`` from a (T,) waveform.
+
+    ``position`` in [0, 1] places the window: 0.5 centres it in the clip (EZ-VSL and SSPL take 3 s centred), 0 takes
+    the start (LVS takes the first 10 s). Clips shorter than the window are tiled first.
+    """
+    if num_samples <= 0:
+        raise ValueError(f"num_samples must be positive, got {num_samples}")
+    if not 0.0 <= position <= 1.0:
+        raise ValueError(f"position must be in [0, 1], got {position}")
+    length = wave.shape[-1]
+    if length == 0:
+        raise ValueError("cannot take a window of an empty waveform")
+    if length < num_samples:
+        wave = wave.repeat(math.ceil(num_samples / length))
+        length = wave.shape[-1]
+    start = round((length - num_samples) * position)
+    return wave[start : start + num_samples]
