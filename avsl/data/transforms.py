@@ -12,6 +12,7 @@ are tiled, as in EZ-VSL and SSPL).
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -22,12 +23,25 @@ from avsl.types import AVSample
 
 __all__ = [
     "JointRandomCropFlip",
+    "SampleTransform",
     "audio_window",
     "resample",
     "resize_image",
     "resize_mask",
     "to_mono",
 ]
+
+
+@runtime_checkable
+class SampleTransform(Protocol):
+    """A transform of a whole sample dict (the type of datasets' ``augment`` argument).
+
+    Any class with ``__call__(sample) -> sample`` qualifies; in YAML give it as ``class_path`` + ``init_args``.
+    (A Protocol rather than ``Callable``, because jsonargparse instantiates protocol implementers from
+    ``class_path`` also inside nested dataset configs.)
+    """
+
+    def __call__(self, sample: AVSample) -> AVSample: ...
 
 
 def resize_image(image: Tensor, size: int | tuple[int, int]) -> Tensor:

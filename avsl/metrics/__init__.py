@@ -1,7 +1,17 @@
-"""Evaluation metrics that reproduce the published AVSL protocols exactly."""
+"""Evaluation metrics that reproduce the published AVSL protocols exactly (see ``docs/metrics.md``).
+
+* :class:`CIoU`: cIoU success rate ("cIoU" in papers), AUC and mean cIoU under a named protocol (:data:`PROTOCOLS`).
+* :class:`ExtendedLocalization`: SLAVC's protocol with silent / off-screen negatives (AP, max-F1, F1, Prec@50).
+* :class:`AVSBenchMIoU`, :class:`AVSBenchFScore`: AVSBench segmentation metrics.
+* :mod:`avsl.metrics.functional`: the pure functions behind them (GT maps, binarization, cIoU, AUC).
+"""
 
 from __future__ import annotations
 
 from avsl.metrics import functional
+from avsl.metrics.avsbench import AVSBenchFScore, AVSBenchMIoU
+from avsl.metrics.extended import ExtendedLocalization
+from avsl.metrics.functional import PROTOCOLS
+from avsl.metrics.localization import CIoU
 
-__all__ = ["functional"]
+__all__ = ["PROTOCOLS", "AVSBenchFScore", "AVSBenchMIoU", "CIoU", "ExtendedLocalization", "functional"]

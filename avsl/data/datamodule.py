@@ -1,0 +1,155 @@
+"""The LightningDataModule that mixes labeled and unlabeled batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from avsl.types import AVSample
+
+__all__ = ["AVDataModule", "split_labeled"]
+
+
+def split_labeled(
+    dataset: Dataset[AVSample], fraction: float, seed: int = 0
+) -> tuple[Subset[AVSample], Subset[AVSample]]:
+    """Split one annotated dataset into a labeled ``fraction`` and an unlabeled rest, without overlap.
+
+    The split is a seeded permutation of the indices, so it is the same on every process and every run. At least one
+    sample goes to each side when ``0 < fraction < 1``.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    k = round(n * fraction)
+    if 0.0 < fraction < 1.0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(perm[:k])), Subset(dataset, sorted(perm[k:]))
+
+
+class AVDataModule(pl.LightningDataModule):
+    """Data for AVSL training and evaluation, from dataset objects.
+
+    Training batches are dicts ``{"unlabeled": batch, "labeled": batch}`` from a
+    ``CombinedLoader(mode="max_size_cycle")``; the ``labeled`` key exists only when ``labeled`` is given, and the
+    labeled loader cycles, so one epoch is one pass over the unlabeled data (when it is the larger set). The datamodule
+    never inspects the model: a method that needs labels raises a clear error when they are missing.
+
+    Args:
+        unlabeled: the training set whose labels (if any) are not used for training.
+        labeled: an optional annotated training set (``gt_map`` per sample) for semi-supervised methods.
+        val: validation set (with ``gt_map`` to compute localization metrics).
+        test: test set.
+        predict: set for ``predict`` (defaults to ``test``).
+        batch_size: unlabeled batch size.
+        labeled_batch_size: labeled batch size (defaults to ``batch_size``).
+        eval_batch_size: batch size of validation, test and predict (defaults to ``batch_size``).
+        num_workers: DataLoader workers per loader.
+        pin_memory: pin host memory (useful on GPU).
+        drop_last: drop the last incomplete training batch (contrastive losses prefer full batches).
+    """
+
+    def __init__(
+        self,
+        # Bare `Dataset` on purpose: jsonargparse (4.53) cannot parse nested class_path arguments of a dataset given
+        # for a parametrized `Dataset[...]`, such as a SynthAV's `augment` inside this datamodule's YAML.
+        unlabeled: Dataset | None = None,  # type: ignore[type-arg]
+        labeled: Dataset | None = None,  # type: ignore[type-arg]
+        val: Dataset | None = None,  # type: ignore[type-arg]
+        test: Dataset | None = None,  # type: ignore[type-arg]
+        predict: Dataset | None = None,  # type: ignore[type-arg]
+        batch_size: int = 32,
+        labeled_batch_size: int | None = None,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.unlabeled: Dataset[AVSample] | None = unlabeled
+        self.labeled: Dataset[AVSample] | None = labeled
+        self.val: Dataset[AVSample] | None = val
+        self.test: Dataset[AVSample] | None = test
+        self.predict: Dataset[AVSample] | None = predict
+        self.batch_size = batch_size
+        self.labeled_batch_size = labeled_batch_size or batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.drop_last = drop_last
+
+    @property
+    def datasets(self) -> dict[str, Dataset[AVSample]]:
+        """The datasets that were given, by role."""
+        roles = {"unlabeled": self.unlabeled, "labeled": self.labeled, "val": self.val, "test": self.test}
+        roles["predict"] = self.predict
+        return {k: v for k, v in roles.items() if v is not None}
+
+    def _common(self, attribute: str) -> Any:
+        values = {}
+        for role, ds in self.datasets.items():
+            base = ds.dataset if isinstance(ds, Subset) else ds
+            if hasattr(base, attribute):
+                values[role] = getattr(base, attribute)
+        if not values:
+            raise AttributeError(f"no dataset of this datamodule declares {attribute!r}")
+        if len(set(values.values())) > 1:
+            raise ValueError(f"the datasets disagree on {attribute}: {values}")
+        return next(iter(values.values()))
+
+    @property
+    def sample_rate(self) -> int:
+        """The audio sample rate shared by all datasets (linked to the model's ``sample_rate`` by the CLI)."""
+        return int(self._common("sample_rate"))
+
+    def setup(self, stage: str) -> None:
+        # Readers count what they skipped (missing or corrupt files); report it once, at the end of setup.
+        for role, ds in self.datasets.items():
+            base = ds.dataset if isinstance(ds, Subset) else ds
+            report = getattr(base, "report", None)
+            if callable(report):
+                text = report()
+                if text:
+                    rank_zero_info(f"[avsl] {role} set: {text}")
+
+    def _loader(self, dataset: Dataset[AVSample], batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader[Any]:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> CombinedLoader:
+        if self.unlabeled is None:
+            raise ValueError("AVDataModule: no 'unlabeled' training set was given")
+        loaders = {"unlabeled": self._loader(self.unlabeled, self.batch_size, True, self.drop_last)}
+        if self.labeled is not None:
+            # Labeled sets are small: never drop their last batch, or a tiny set could yield no batch at all.
+            loaders["labeled"] = self._loader(self.labeled, self.labeled_batch_size, True, False)
+        return CombinedLoader(loaders, mode="max_size_cycle")
+
+    def _eval_loader(self, dataset: Dataset[AVSample] | None, role: str) -> DataLoader[Any]:
+        if dataset is None:
+            raise ValueError(f"AVDataModule: no '{role}' set was given")
+        return self._loader(dataset, self.eval_batch_size, False, False)
+
+    def val_dataloader(self) -> DataLoader[Any] | list[DataLoader[Any]]:
+        # Without a validation set, Lightning skips validation when given no loaders.
+        return [] if self.val is None else self._eval_loader(self.val, "val")
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._eval_loader(self.test, "test")
+
+    def predict_dataloader(self) -> DataLoader[Any]:
+        return self._eval_loader(self.predict if self.predict is not None else self.test, "predict")

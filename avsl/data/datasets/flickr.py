@@ -1,0 +1,177 @@
+"""Flickr-SoundNet with Senocak et al.'s (CVPR'18) box annotations: the consensus GT protocol."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from torch import Tensor
+
+from avsl.data import splits
+from avsl.data.datasets.base import Augment, Boxes, Entry, OnError, resolve_under
+from avsl.data.datasets.folder import NegativesArg, PairedFolderDataset, SplitArg, parse_box_json
+from avsl.data.io import DataError
+from avsl.types import AVSample
+
+__all__ = ["FLICKR_FRAME", "FlickrSoundNetDataset", "parse_flickr_xml"]
+
+FLICKR_FRAME = 256
+"""Side of the frame Flickr boxes are drawn in (SoundNet frames are 256x256)."""
+
+
+def parse_flickr_xml(path: str | os.PathLike[str]) -> Boxes:
+    """Read the boxes of one Senocak-style annotation XML (all annotators together), in 256-px coordinates.
+
+    The schema is inferred from the one parser every reference shares (evaluation.md §7.1): the root's children are
+    groups, every grandchild is a ``<bbox>`` element, and a ``<bbox>`` has five children: a label (skipped), then
+    xmin, ymin, xmax, ymax. Where the references would crash (another grandchild, a short box, a non-number) this
+    raises a :class:`~avsl.data.io.DataError` naming the file.
+    """
+    p = Path(path)
+    try:
+        root = ET.parse(p).getroot()
+    except (ET.ParseError, OSError) as err:
+        raise DataError(p, f"unreadable annotation XML ({err})", kind="bad annotation") from None
+    boxes: list[tuple[float, ...]] = []
+    for group in root:
+        for element in group:
+            if element.tag != "bbox":
+                raise DataError(
+                    p,
+                    f"unexpected <{element.tag}> under <{group.tag}>: every grandchild must be <bbox>",
+                    "bad annotation",
+                )
+            values = list(element)[1:]
+            if len(values) != 4:
+                raise DataError(
+                    p, f"a <bbox> needs a label and 4 coordinates, found {len(values) + 1} children", "bad annotation"
+                )
+            try:
+                boxes.append(tuple(float((v.text or "").strip()) for v in values))
+            except ValueError:
+                texts = [v.text for v in values]
+                raise DataError(p, f"non-numeric box coordinates {texts}", kind="bad annotation") from None
+    return tuple(boxes)
+
+
+class FlickrSoundNetDataset(PairedFolderDataset):
+    """Flickr-SoundNet (Senocak et al. 2018) in the LVS / EZ-VSL layout, with the consensus GT.
+
+    Layout (evaluation.md §7.1, §7.4)::
+
+        root/frames/<id>.jpg        256x256 SoundNet frames
+        root/audio/<id>.wav
+        root/Annotations/<id>.xml   optional: Senocak's XMLs (pass annotations="Annotations")
+
+    Ground truth: boxes are xyxy pixels in the 256-px frame, all annotators' boxes of an image together; ``gt_map``
+    is the consensus map ``min(sum_j box_j / 2, 1)`` with values {0, 0.5, 1}
+    (:func:`avsl.metrics.functional.gt_map_from_boxes` with ``"flickr"``), built at ``image_size``. Coordinates
+    are clipped to [0, 256] first: the real data never leaves the frame (its range is 1..256), and clipping keeps a
+    stray negative coordinate from wrapping around as a negative slice index would. ``num_sources`` is 1 if the
+    image has boxes, else 0.
+
+    Test lists: ``"flickr_test_249"`` (LVS, EZ-VSL, SSPL) or ``"flickr_test_250"`` (SLAVC, SSL-alignment); report
+    which. Training on ``flickr_10k``/``flickr_144k`` warns about their 1/20 test ids (:class:`~avsl.data.splits.
+    SplitOverlapWarning`); ``drop_test_overlap=True`` drops them.
+
+    Args:
+        root: the dataset folder.
+        split: a named list, a name under ``root/splits/``, a csv/txt of ids, a list of ids, or None for every id
+            with both files.
+        annotations: ``"flickr"`` (the shipped box file derived from the XMLs: 2,786 annotated ids, all 250 test
+            ids included), a directory of ``<id>.xml`` files (relative paths are looked up under ``root``
+            first), a JSON box file (``[{"file", "bbox": [[x1, y1, x2, y2], ...]}]`` in 256-px coordinates), or None
+            for an unlabeled set.
+        masks_dir: folder of binary ``<id>.png`` masks, giving ``mask``.
+        negatives: SLAVC non-sounding pairs (``"flickr_test_plus_silent"``, a ``video,audio`` csv or a list of
+            pairs), appended with ``gt_map`` all zeros and ``num_sources`` 0. Needs ``annotations``.
+        exclude: ids to leave out: a named list, a csv/txt path or a list of ids.
+        drop_test_overlap: drop the ids of a training split that are in a Flickr test list (instead of warning).
+        image_dir: frames folder, relative to ``root``.
+        audio_dir: audio folder, relative to ``root``.
+        image_size: frames are resized to ``(image_size, image_size)``.
+        sample_rate: audio is resampled to this rate.
+        duration: seconds of audio per sample (short clips are tiled).
+        audio_position: where the window lies in the clip: 0.5 centres it, 0 takes the start.
+        augment: applied after ``gt_map`` and ``mask`` are built.
+        on_error: ``"raise"`` (default) or ``"skip"``.
+        allow_resample: if False, audio at another rate is an error.
+        allow_silence: if True, digitally silent audio is accepted.
+        verify: decode every sample (and parse every XML) at construction.
+    """
+
+    gt_style = "flickr"
+    benchmark = "flickr"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: SplitArg = None,
+        annotations: str | os.PathLike[str] | None = None,
+        masks_dir: str | os.PathLike[str] | None = None,
+        negatives: NegativesArg = None,
+        exclude: Sequence[str] | str | os.PathLike[str] | None = None,
+        drop_test_overlap: bool = False,
+        image_dir: str | os.PathLike[str] = "frames",
+        audio_dir: str | os.PathLike[str] = "audio",
+        image_size: int = 224,
+        sample_rate: int = 16000,
+        duration: float = 3.0,
+        audio_position: float = 0.5,
+        augment: Augment | None = None,
+        on_error: OnError = "raise",
+        allow_resample: bool = True,
+        allow_silence: bool = False,
+        verify: bool = False,
+    ) -> None:
+        boxes: dict[str, Boxes] | None = None
+        counts: dict[str, int] | None = None
+        bad: dict[str, str] | None = None
+        annotation_dir: Path | None = None
+        if annotations == "flickr":
+            boxes = {k: tuple(tuple(b) for b in v) for k, v in splits.load_annotations("flickr").items()}
+        elif annotations is not None:
+            path = resolve_under(annotations, Path(root))
+            if path.is_dir():
+                annotation_dir = path
+            else:
+                boxes, counts, bad = parse_box_json(path)
+        super().__init__(
+            root,
+            split=split,
+            image_dir=image_dir,
+            audio_dir=audio_dir,
+            boxes=boxes,
+            box_counts=counts,
+            bad_boxes=bad,
+            annotation_dir=annotation_dir,
+            masks_dir=masks_dir,
+            negatives=negatives,
+            exclude=exclude,
+            drop_test_overlap=drop_test_overlap,
+            image_size=image_size,
+            sample_rate=sample_rate,
+            duration=duration,
+            audio_position=audio_position,
+            augment=augment,
+            on_error=on_error,
+            allow_resample=allow_resample,
+            allow_silence=allow_silence,
+            verify=verify,
+        )
+
+    def _load_entry(self, entry: Entry) -> AVSample:
+        if entry.annotation_file is not None:
+            # XML annotations are parsed lazily, once per load.
+            boxes = parse_flickr_xml(entry.annotation_file)
+            entry = replace(entry, boxes=boxes, num_sources=1 if boxes else 0)
+        return super()._load_entry(entry)
+
+    def _gt_map(self, entry: Entry) -> Tensor | None:
+        if entry.boxes is None:
+            return None
+        clipped = tuple(tuple(min(max(v, 0.0), float(FLICKR_FRAME)) for v in box) for box in entry.boxes)
+        return self._boxes_to_map(clipped, entry)

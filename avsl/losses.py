@@ -1,0 +1,97 @@
+"""Losses as pure functions (no module state), shared by the methods."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "heatmap_bce",
+    "mil_infonce",
+    "mil_similarity",
+    "minmax_normalize",
+    "negcos",
+    "simsiam_loss",
+]
+
+
+def minmax_normalize(maps: Tensor, eps: float = 1e-10) -> Tensor:
+    """Min-max normalize each map of a (B, ...) tensor to [0, 1] over all but the batch dimension.
+
+    A constant map becomes all zeros (its range is below ``eps``), never NaN.
+    """
+    flat = maps.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
+
+
+def mil_similarity(visual: Tensor, audio: Tensor) -> Tensor:
+    """Multiple-instance similarity: for every (image i, audio j) pair, the max over locations of <v_i(h, w), a_j>.
+
+    Args:
+        visual: (Bv, C, h, w) L2-normalized visual features.
+        audio: (Ba, C) L2-normalized audio embeddings.
+
+    Returns:
+        (Bv, Ba) similarities (EZ-VSL, Mo & Morgado 2022, Eq. 2: global max pooling over the cosine map).
+    """
+    return torch.einsum("ichw,jc->ijhw", visual, audio).flatten(2).max(dim=2).values
+
+
+def mil_infonce(
+    visual: Tensor,
+    audio: Tensor,
+    tau: float,
+    visual_all: Tensor | None = None,
+    audio_all: Tensor | None = None,
+    offset: int = 0,
+) -> Tensor:
+    """The symmetric multiple-instance InfoNCE of EZ-VSL (image->audio plus audio->image cross-entropy).
+
+    Positives are the paired (i, i) entries. With ``visual_all`` / ``audio_all`` (features gathered from every
+    process, this process's rows starting at ``offset``) the local samples are contrasted against the global batch:
+    the effective number of negatives grows with the world size.
+
+    Args:
+        visual: (B, C, h, w) L2-normalized visual maps of this process.
+        audio: (B, C) L2-normalized audio embeddings of this process.
+        tau: temperature (0.03 in EZ-VSL).
+    """
+    if visual.shape[0] != audio.shape[0]:
+        raise ValueError(f"batch sizes differ: visual {visual.shape[0]}, audio {audio.shape[0]}")
+    v_all = visual if visual_all is None else visual_all
+    a_all = audio if audio_all is None else audio_all
+    target = torch.arange(visual.shape[0], device=visual.device) + offset
+    logits_va = mil_similarity(visual, a_all) / tau  # (B, N): each image against every audio
+    logits_av = mil_similarity(v_all, audio).t() / tau  # (B, N): each audio against every image
+    return F.cross_entropy(logits_va, target) + F.cross_entropy(logits_av, target)
+
+
+def negcos(p: Tensor, z: Tensor) -> Tensor:
+    """SimSiam's negative cosine ``D(p, z)`` with a stop-gradient on ``z`` (Chen & He 2021); range [-1, 1]."""
+    return -F.cosine_similarity(p, z.detach(), dim=-1).mean()
+
+
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor) -> Tensor:
+    """The symmetric SimSiam objective ``D(p1, sg z2) / 2 + D(p2, sg z1) / 2`` used by SSPL."""
+    return 0.5 * negcos(p1, z2) + 0.5 * negcos(p2, z1)
+
+
+def heatmap_bce(prob: Tensor, target: Tensor, weight: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Pixel-wise binary cross-entropy between a probability map and a (soft) target map, averaged.
+
+    Args:
+        prob: (B, H, W) probabilities in [0, 1] (clamped to [eps, 1 - eps] so that saturated maps stay finite).
+        target: (B, H, W) targets in [0, 1] (soft pseudo-labels allowed).
+        weight: optional per-sample weights (B,); the mean is taken over the weighted samples.
+    """
+    if prob.shape != target.shape:
+        raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ in shape")
+    loss = F.binary_cross_entropy(prob.clamp(eps, 1 - eps), target.to(prob.dtype), reduction="none")
+    per_sample = loss.flatten(1).mean(dim=1)
+    if weight is None:
+        return per_sample.mean()
+    total = weight.sum()
+    return (per_sample * weight).sum() / total.clamp_min(1e-12)

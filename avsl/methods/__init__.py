@@ -1,0 +1,42 @@
+"""AVSL methods: LightningModules that share :class:`LocalizationMethod`."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from avsl.methods.base import LocalizationMethod
+from avsl.methods.ezvsl import EZVSL
+
+__all__ = ["EZVSL", "METHODS", "LocalizationMethod", "load_method"]
+
+# The literal list of shipped methods (explicit over magic). Adding a method touches this dict, the method's module,
+# its config in avsl/configs/methods/ and its docs page; tests/test_methods_contract.py checks the four agree.
+METHODS: dict[str, type[LocalizationMethod]] = {
+    "ezvsl": EZVSL,
+}
+
+
+def load_method(checkpoint_path: str | Path, map_location: str | torch.device = "cpu") -> LocalizationMethod:
+    """Load any avsl method (or a user's subclass) from a Lightning checkpoint, whatever its class.
+
+    Checkpoints written by avsl record the method's import path; the class is imported and restored with
+    ``load_from_checkpoint``.
+    """
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    # weights_only=False: Lightning checkpoints hold hyperparameters and loop state besides tensors.
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    target = checkpoint.get("avsl_method")
+    if not isinstance(target, str):
+        raise ValueError(f"{path} was not written by an avsl method (no 'avsl_method' entry)")
+    module_name, _, class_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
+        raise ValueError(f"{path}: {target} is not a LocalizationMethod")
+    model = cls.load_from_checkpoint(path, map_location=map_location)
+    model.eval()
+    return model

@@ -1,0 +1,151 @@
+"""The thin base class every avsl method subclasses."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning.pytorch as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avsl.losses import minmax_normalize
+from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU
+from avsl.types import AVBatch, TrainBatch
+
+__all__ = ["LocalizationMethod"]
+
+
+class LocalizationMethod(pl.LightningModule):
+    """Base class of avsl methods: implement :meth:`forward` and :meth:`training_losses`.
+
+    The base provides the one inference path (:meth:`localize`), validation and test metrics under a selectable
+    evaluation protocol, ``predict_step``, loss logging and a default Adam optimizer (LightningCLI's ``optimizer:``
+    section replaces it). Subclasses declare how their raw maps are upsampled (``upsample_mode``,
+    ``align_corners``) and the range of their raw scores (``score_range``, used by fixed-threshold protocols).
+
+    Args:
+        eval_protocol: the cIoU protocol of validation and test (see :mod:`avsl.metrics`; ``"ezvsl"`` by default).
+        lr: learning rate of the default optimizer.
+        weight_decay: weight decay of the default optimizer.
+    """
+
+    upsample_mode: ClassVar[str] = "bilinear"
+    align_corners: ClassVar[bool | None] = False
+    score_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+
+    def __init__(self, eval_protocol: str = "ezvsl", lr: float = 1e-4, weight_decay: float = 0.0) -> None:
+        super().__init__()
+        if eval_protocol not in PROTOCOLS:
+            raise ValueError(f"unknown eval_protocol {eval_protocol!r}; expected one of {PROTOCOLS}")
+        self.eval_protocol = eval_protocol
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.val_ciou = CIoU(protocol=eval_protocol)
+        self.test_ciou = CIoU(protocol=eval_protocol)
+        # Segmentation metrics are updated only for batches that carry pixel masks (AVSBench, SynthAV).
+        self.val_miou, self.test_miou = AVSBenchMIoU(reduction="dataset"), AVSBenchMIoU(reduction="dataset")
+        self.val_fscore, self.test_fscore = AVSBenchFScore(reduction="dataset"), AVSBenchFScore(reduction="dataset")
+        # Frame size and audio length seen in training, saved in checkpoints so that `avsl localize` can prepare
+        # new inputs the same way.
+        self.input_geometry: dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------------ contract
+    def forward(self, image: Tensor, audio: Tensor) -> Tensor:
+        """Raw localization scores (B, h, w) at the model's own resolution, for frames (B, 3, H, W) in [0, 1] and
+        waveforms (B, T)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement forward(image, audio)")
+
+    def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
+        """Named, already-weighted loss terms of one training batch; the base sums and logs them."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_losses(batch)")
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
+        """Resize raw (B, h, w) maps to ``size`` with the method's declared interpolation (keeps gradients)."""
+        align = self.align_corners if self.upsample_mode in ("linear", "bilinear", "bicubic", "trilinear") else None
+        return F.interpolate(raw[:, None], size=size, mode=self.upsample_mode, align_corners=align)[:, 0]
+
+    @torch.no_grad()
+    def localize(self, image: Tensor, audio: Tensor, normalize: bool = True) -> Tensor:
+        """Heatmaps (B, H, W) at the input resolution: in [0, 1] (per-sample min-max) or, with
+        ``normalize=False``, the raw upsampled scores (fixed-range protocols such as ``slavc`` need those)."""
+        if image.dim() != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
+        if audio.dim() != 2 or audio.shape[0] != image.shape[0]:
+            raise ValueError(f"audio must be (B, T) with B={image.shape[0]}, got {tuple(audio.shape)}")
+        maps = self.upsample(self(image, audio).float(), (image.shape[-2], image.shape[-1]))
+        return minmax_normalize(maps) if normalize else maps
+
+    def _metric_input(self, raw: Tensor) -> Tensor:
+        if self.eval_protocol == "slavc":  # a fixed-range score in [0, 1], thresholded at 0.5 by the protocol
+            lo, hi = self.score_range
+            return ((raw - lo) / (hi - lo)).clamp(0.0, 1.0)
+        return raw
+
+    # ------------------------------------------------------------------------------------------------ loops
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> Tensor:
+        if not self.input_geometry:
+            image, audio = batch["unlabeled"]["image"], batch["unlabeled"]["audio"]
+            self.input_geometry = {"height": image.shape[-2], "width": image.shape[-1], "num_samples": audio.shape[-1]}
+        losses = self.training_losses(batch)
+        if not losses:
+            raise RuntimeError(f"{type(self).__name__}.training_losses returned no loss term")
+        total = torch.stack([v for v in losses.values()]).sum()
+        batch_size = batch["unlabeled"]["image"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        return total
+
+    def _eval_step(self, batch: AVBatch, stage: str) -> None:
+        if "gt_map" not in batch and "mask" not in batch:
+            raise ValueError(f"{stage} batches need 'gt_map' or 'mask' to compute localization metrics")
+        raw = self.localize(batch["image"], batch["audio"], normalize=False)
+        if "gt_map" in batch:
+            getattr(self, f"{stage}_ciou").update(self._metric_input(raw), batch["gt_map"], batch["sample_id"])
+        if "mask" in batch:
+            # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
+            logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
+            for name in ("miou", "fscore"):
+                getattr(self, f"{stage}_{name}").update(logits, batch["mask"])
+
+    def _log_eval(self, stage: str) -> None:
+        ciou = getattr(self, f"{stage}_ciou")
+        if ciou.update_count:
+            result = ciou.compute()
+            for key, value in result.items():
+                self.log(f"{stage}/{key}", value.float(), prog_bar=stage == "val" and key == "ciou")
+            ciou.reset()
+        for name in ("miou", "fscore"):
+            metric = getattr(self, f"{stage}_{name}")
+            if metric.update_count:
+                self.log(f"{stage}/{name}", metric.compute().float())
+                metric.reset()
+
+    def validation_step(self, batch: AVBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def test_step(self, batch: AVBatch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def predict_step(self, batch: AVBatch, batch_idx: int) -> dict[str, Any]:
+        return {"sample_id": batch["sample_id"], "heatmap": self.localize(batch["image"], batch["audio"])}
+
+    # ------------------------------------------------------------------------------------------------ optim / io
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Lets `avsl localize --ckpt` and `avsl.methods.load_method` rebuild the right class from a checkpoint.
+        checkpoint["avsl_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["avsl_input_geometry"] = dict(self.input_geometry)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.input_geometry = dict(checkpoint.get("avsl_input_geometry", {}))

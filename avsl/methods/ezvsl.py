@@ -1,0 +1,118 @@
+"""EZ-VSL: localizing visual sounds the easy way (Mo & Morgado, ECCV 2022)."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from avsl.losses import mil_infonce, minmax_normalize
+from avsl.methods.base import LocalizationMethod
+from avsl.nn.backbones import create_backbone
+from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
+from avsl.types import TrainBatch
+
+__all__ = ["EZVSL"]
+
+
+class EZVSL(LocalizationMethod):
+    """EZ-VSL: multiple-instance InfoNCE with max-pooled audio-visual similarity.
+
+    A visual map ``v`` (backbone -> 1x1 conv -> L2) and an audio embedding ``a`` (spectrogram -> CNN -> global max
+    pool -> linear -> L2) are aligned with a symmetric InfoNCE whose similarity is the *maximum* over locations of the
+    cosine map, so only the best-matching region of each frame has to agree with the sound. The localization map is
+    the cosine map of the paired sound. Optional object-guided localization (OGL) mixes in the activation map of a
+    frozen ImageNet backbone at evaluation time.
+
+    Args:
+        vision_backbone: registry name of the visual backbone (``avsl.nn.create_backbone``).
+        vision_pretrained: load published ImageNet weights through timm (needs the network once).
+        vision_checkpoint: load visual backbone weights from a local file instead.
+        vision_out_index: which backbone stage gives the map (-1 last; -2 for stride 16 on ResNets).
+        audio_backbone: registry name of the audio backbone (1-channel input, trained from scratch by default).
+        audio_frontend: ``"loglinear"`` (the reference 257-bin spectrogram) or ``"logmel"`` (64 mel bands, cheaper).
+        sample_rate: audio sample rate in Hz (the CLI links it to the datamodule's).
+        embed_dim: dimension of the shared embedding space.
+        tau: InfoNCE temperature (0.03 in the reference).
+        gather_negatives: under DDP, contrast each sample against the batches of all processes (an all-gather that
+            keeps gradients), so the number of negatives grows with the world size.
+        ogl_backbone: registry name of the OGL object backbone, or None to disable OGL.
+        ogl_pretrained: load ImageNet weights for the OGL backbone through timm.
+        ogl_checkpoint: local weights for the OGL backbone.
+        ogl_alpha: OGL mixing weight of the audio-visual map (0.4 in EZ-VSL's ``test.py``).
+        eval_protocol, lr, weight_decay: see :class:`LocalizationMethod`.
+    """
+
+    # EZ-VSL's test.py upsamples the 7x7 map with bilinear interpolation and align_corners=True.
+    upsample_mode: ClassVar[str] = "bilinear"
+    align_corners: ClassVar[bool | None] = True
+
+    def __init__(
+        self,
+        vision_backbone: str = "resnet18",
+        vision_pretrained: bool = False,
+        vision_checkpoint: str | None = None,
+        vision_out_index: int = -1,
+        audio_backbone: str = "resnet18",
+        audio_frontend: Literal["loglinear", "logmel"] = "loglinear",
+        sample_rate: int = 16000,
+        embed_dim: int = 512,
+        tau: float = 0.03,
+        gather_negatives: bool = False,
+        ogl_backbone: str | None = None,
+        ogl_pretrained: bool = False,
+        ogl_checkpoint: str | None = None,
+        ogl_alpha: float = 0.4,
+        eval_protocol: str = "ezvsl",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
+        self.save_hyperparameters()
+        if tau <= 0:
+            raise ValueError(f"tau must be positive, got {tau}")
+        if not 0.0 <= ogl_alpha <= 1.0:
+            raise ValueError(f"ogl_alpha must be in [0, 1], got {ogl_alpha}")
+        self.tau = tau
+        self.gather_negatives = gather_negatives
+        self.ogl_alpha = ogl_alpha
+        self.visual = VisualEncoder(vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index, embed_dim)
+        self.audio = AudioEncoder(audio_backbone, audio_frontend, sample_rate, embed_dim=embed_dim)
+        self.ogl = None
+        if ogl_backbone is not None:
+            self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
+
+    def forward(self, image: Tensor, audio: Tensor) -> Tensor:
+        """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""
+        sim = cosine_map(self.visual(image), self.audio(audio))
+        if self.ogl is None or self.training:
+            return sim
+        return self._object_guided(image, sim)
+
+    def _object_guided(self, image: Tensor, sim: Tensor) -> Tensor:
+        # EZ-VSL test.py: minmax(alpha * minmax(AV) + (1 - alpha) * minmax(OBJ)), where OBJ is the channel mean of the
+        # absolute last-stage activations of a frozen ImageNet network. Mixing at the AV map's resolution equals mixing
+        # after bilinear align_corners=True upsampling: that upsampling keeps each map's min and max.
+        assert self.ogl is not None
+        self.ogl.eval()
+        obj = self.ogl((image - self.visual.mean) / self.visual.std).abs().mean(dim=1, keepdim=True)
+        obj = torch.nn.functional.interpolate(obj, size=sim.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
+        return minmax_normalize(self.ogl_alpha * minmax_normalize(sim) + (1 - self.ogl_alpha) * minmax_normalize(obj))
+
+    def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
+        data = batch["unlabeled"]
+        visual, audio = self.visual(data["image"]), self.audio(data["audio"])
+        return {"infonce": self.contrastive_loss(visual, audio)}
+
+    def contrastive_loss(self, visual: Tensor, audio: Tensor) -> Tensor:
+        """The MIL InfoNCE of a batch, with negatives from every process when ``gather_negatives`` is set."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if not (self.gather_negatives and world > 1):
+            return mil_infonce(visual, audio, self.tau)
+        # all_gather with sync_grads keeps the gradient path to the other processes' features (Lightning docs,
+        # LightningModule.all_gather); every process computes the loss of its own rows against all columns.
+        v_all = torch.as_tensor(self.all_gather(visual, sync_grads=True)).flatten(0, 1)
+        a_all = torch.as_tensor(self.all_gather(audio, sync_grads=True)).flatten(0, 1)
+        offset = self.global_rank * visual.shape[0]
+        return mil_infonce(visual, audio, self.tau, visual_all=v_all, audio_all=a_all, offset=offset)

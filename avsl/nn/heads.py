@@ -1,0 +1,101 @@
+"""Encoders and heads shared by the methods: visual maps, audio embeddings and cosine similarity maps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from avsl.nn.audio import create_frontend
+from avsl.nn.backbones import create_backbone
+
+__all__ = ["AudioEncoder", "VisualEncoder", "cosine_map", "ezvsl_init_"]
+
+# ImageNet statistics: every timm CNN in the registry expects inputs normalized with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def ezvsl_init_(module: nn.Module) -> None:
+    """EZ-VSL's initialization of non-pretrained parts (stoneMo/EZ-VSL ``model.py``): Kaiming-normal (fan_out)
+    convs, truncated-normal (std 0.01) linears, BatchNorm weights from N(1, 0.02) and zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.01)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.normal_(m.weight, mean=1.0, std=0.02)
+            nn.init.zeros_(m.bias)
+
+
+class VisualEncoder(nn.Module):
+    """Frames in [0, 1] -> ImageNet normalization -> backbone -> 1x1 conv -> L2-normalized map (B, D, h, w)."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        out_index: int = -1,
+        embed_dim: int = 512,
+    ) -> None:
+        super().__init__()
+        self.backbone = create_backbone(backbone, 3, pretrained, checkpoint_path, out_index)
+        self.proj = nn.Conv2d(self.backbone.out_channels, embed_dim, kernel_size=1)
+        ezvsl_init_(self.proj)
+        if not (pretrained or checkpoint_path):
+            ezvsl_init_(self.backbone)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.stride = self.backbone.stride
+
+    def features(self, image: Tensor) -> Tensor:
+        """Backbone features (B, C, h, w) of raw frames, before the projection."""
+        out: Tensor = self.backbone((image - self.mean) / self.std)
+        return out
+
+    def forward(self, image: Tensor) -> Tensor:
+        return F.normalize(self.proj(self.features(image)), dim=1)
+
+
+class AudioEncoder(nn.Module):
+    """Waveforms -> spectrogram front-end -> 1-channel backbone -> global max pool -> linear -> L2-normalized (B, D).
+
+    EZ-VSL uses a ResNet-18 trained from scratch on the log-linear spectrogram, with global *max* pooling.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        frontend: str = "loglinear",
+        sample_rate: int = 16000,
+        pretrained: bool = False,
+        checkpoint_path: str | None = None,
+        embed_dim: int = 512,
+    ) -> None:
+        super().__init__()
+        self.frontend = create_frontend(frontend, sample_rate)
+        if frontend == "vggish":
+            raise ValueError("the 'vggish' front-end yields example stacks; AudioEncoder takes 'loglinear' or 'logmel'")
+        self.backbone = create_backbone(backbone, 1, pretrained, checkpoint_path)
+        self.proj = nn.Linear(self.backbone.out_channels, embed_dim)
+        ezvsl_init_(self.proj)
+        if not (pretrained or checkpoint_path):
+            ezvsl_init_(self.backbone)
+
+    def forward(self, audio: Tensor) -> Tensor:
+        fmap = self.backbone(self.frontend(audio))
+        return F.normalize(self.proj(fmap.amax(dim=(2, 3))), dim=1)
+
+
+def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
+    """Per-location similarity (B, h, w) of L2-normalized maps (B, D, h, w) with their paired embeddings (B, D)."""
+    return torch.einsum("bchw,bc->bhw", visual, audio)
