@@ -8,6 +8,7 @@ config shipped in ``avsl/configs`` (``-c methods/ezvsl.yaml``, ``-c ezvsl``); li
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -108,17 +109,28 @@ def AVSLCLI(args: Sequence[str] | None = None, run: bool = True) -> Any:
     from avsl.methods import LocalizationMethod
     from avsl.viz import HeatmapLogger
 
+    # LightningCLI 2.6 calls jsonargparse APIs deprecated in jsonargparse 4.49: noise for users, not theirs to fix.
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     cls = _make_cli_class()
-    return cls(
-        LocalizationMethod,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=None if args is None else _resolve_config_args(list(args)),
-        run=run,
-        trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), HeatmapLogger()]},
-        save_config_kwargs={"overwrite": True},
-    )
+    resolved = _resolve_config_args(list(sys.argv[1:] if args is None else args))
+    # LightningCLI parses sys.argv (and Lightning's DDP launcher re-runs it in the other processes), so the resolved
+    # arguments go there rather than into `args`; explicit `args` from Python leave sys.argv as it was afterwards.
+    saved = sys.argv
+    sys.argv = [saved[0], *resolved]
+    try:
+        return cls(
+            LocalizationMethod,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            run=run,
+            trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), HeatmapLogger()]},
+            save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,  # reproducible by default; --seed_everything overrides
+        )
+    finally:
+        if args is not None:
+            sys.argv = saved
 
 
 # ----------------------------------------------------------------------------------------------- extra commands

@@ -46,8 +46,8 @@ def evaluate(
                 metric.update(maps, batch["gt_map"].cpu(), batch["sample_id"])
         if "mask" in batch:
             logits = torch.logit(minmax_normalize(maps).clamp(1e-6, 1 - 1e-6))
-            miou.update(logits, batch["mask"].cpu())
-            fscore.update(logits, batch["mask"].cpu())
+            miou.update(logits, batch["mask"].cpu(), batch["sample_id"])
+            fscore.update(logits, batch["mask"].cpu(), batch["sample_id"])
     results: dict[str, float] = {}
     for protocol, metric in cious.items():
         if metric.update_count:

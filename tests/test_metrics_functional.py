@@ -302,6 +302,27 @@ def test_bad_inputs_raise_clear_errors(
         F.ciou(heatmaps, torch.zeros_like(heatmaps, dtype=torch.float64) if gt is None else gt, "ezvsl")
 
 
+@pytest.mark.parametrize("gt_dtype", [torch.bool, torch.uint8, torch.float16, torch.bfloat16, torch.float32])
+def test_gt_maps_of_any_real_dtype(gt_dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(2)
+    maps = torch.rand(3, 10, 12, generator=gen)
+    gts = torch.rand(3, 10, 12, generator=gen) > 0.5
+    expected = F.ciou(maps, gts.double())
+    assert torch.equal(F.ciou(maps, gts.to(gt_dtype)), expected)
+    assert torch.equal(F.ciou_from_mask(F.binarize(maps), gts.to(gt_dtype)), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_heatmaps(dtype: torch.dtype) -> None:
+    """Half types take the torch path; on maps whose normalization is exact they agree with float32."""
+    gen = torch.Generator().manual_seed(4)
+    maps = torch.randint(0, 5, (6, 9, 11), generator=gen).float() / 4  # values 0, 1/4, ..., 1 with min 0, max 1
+    maps[:, 0, 0], maps[:, 0, 1] = 0.0, 1.0
+    gts = (torch.rand(6, 9, 11, generator=gen) > 0.5).double()
+    for protocol in PROTOCOLS:
+        assert torch.equal(F.ciou(maps.to(dtype), gts, protocol), F.ciou(maps, gts, protocol)), protocol
+
+
 def test_unknown_protocol_and_missing_gt() -> None:
     with pytest.raises(ValueError, match="unknown protocol 'median'"):
         F.binarize(torch.rand(1, 4, 4), "median")

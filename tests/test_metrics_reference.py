@@ -333,10 +333,12 @@ def _assert_same(ours: torch.Tensor, ref: list[float], exact: bool, what: str) -
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 @pytest.mark.parametrize("protocol", list(REFERENCES))
 def test_ciou_matches_reference_per_sample(protocol: str, dtype: torch.dtype) -> None:
+    """float16 maps take avsl's torch path; NumPy's float16 arithmetic rounds the same way."""
     gen = torch.Generator().manual_seed(10 * F.PROTOCOLS.index(protocol) + (dtype == torch.float64))
+    exact = dtype != torch.float16  # the torch path sums soft GT weights in its own order
     checked = 0
     for map_name, maps32 in heatmap_families(gen):
         maps = maps32.to(dtype)
@@ -348,7 +350,8 @@ def test_ciou_matches_reference_per_sample(protocol: str, dtype: torch.dtype) ->
         for gt_name, gts in gt_families(gen, maps.shape[0]):
             ours = F.ciou(maps, gts, protocol)
             ref = [REFERENCES[protocol](m.numpy().copy(), g.numpy()) for m, g in zip(maps, gts)]
-            _assert_same(ours, ref, exact=True, what=f"{protocol}/{map_name}/{gt_name}/{dtype}")
+            what = f"{protocol}/{map_name}/{gt_name}/{dtype}"
+            _assert_same(ours, ref, exact=exact or gt_name != "soft", what=what)
             checked += len(ref)
     assert checked == 9 * 5 * 6
 

@@ -107,7 +107,7 @@ class LocalizationMethod(pl.LightningModule):
             # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
             logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
             for name in ("miou", "fscore"):
-                getattr(self, f"{stage}_{name}").update(logits, batch["mask"])
+                getattr(self, f"{stage}_{name}").update(logits, batch["mask"], batch["sample_id"])
 
     def _log_eval(self, stage: str) -> None:
         ciou = getattr(self, f"{stage}_ciou")

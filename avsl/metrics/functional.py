@@ -1,15 +1,19 @@
-"""Pure tensor functions behind the avsl metrics: GT maps, binarization rules, cIoU, success rate, AUC.
+"""Pure functions behind the avsl metrics: GT maps, binarization rules, cIoU, success rate, AUC.
 
 Every rule reproduces one reference evaluator exactly (``docs/metrics.md`` has the table). The references work per
-sample in NumPy; here everything is batched over a leading sample dimension and runs on any device. Two habits of the
-references matter for exactness and are replicated on purpose:
+sample in NumPy; here everything is batched over a leading sample dimension and runs on any device. Habits of the
+references that matter for exactness and are replicated on purpose:
 
 * they normalize the heatmap in its own dtype (float32 after ``cv2.resize`` or ``F.interpolate``), so rounding can
   create or break ties; normalization here happens in the input dtype, with the same operations in the same order;
-* their thresholds are exact values taken from the sorted map (``np.sort(p)[k]``), here ``kthvalue`` or a sort.
+* their thresholds are exact values taken from the sorted map (``np.sort(p)[k]``), here a selection or a sort;
+* they sum with NumPy (pairwise, in float64 for the cIoU); the CPU path here sums with NumPy in the same order.
 
-Divisions use a divisor *tensor* on the input's device, never a Python scalar: on CUDA, PyTorch turns division by a
-CPU scalar into multiplication by its reciprocal, which is not bitwise equal to NumPy's division.
+CPU float32/float64 inputs run through NumPy, in blocks of about 1 MB (NumPy's selection and masked reductions are
+several times faster than torch's on the CPU, and small blocks stay in cache); CUDA and half-precision inputs run
+through torch. Both paths are tested against each other. In torch, divisions use a divisor *tensor* on the input's
+device, never a Python scalar: on CUDA, PyTorch turns division by a CPU scalar into multiplication by its reciprocal,
+which is not bitwise equal to NumPy's division.
 """
 
 from __future__ import annotations
@@ -171,10 +175,8 @@ def _check_fixed_range(lo: float, hi: float, protocol: str) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Binarization and cIoU, block by block
 #
-# Two implementations of the same operations, bit for bit: NumPy for CPU float32/float64 tensors (NumPy's selection
-# and masked reductions are several times faster than torch's on the CPU, and its sums run in the references' own
-# order), torch for CUDA and half precision. The CPU path works on blocks of about 1 MB so that temporaries stay in
-# cache. tests/test_metrics_functional.py checks that both paths agree.
+# Two implementations of the same operations, bit for bit: NumPy for CPU float32/float64 tensors, torch for CUDA and
+# half precision (see the module docstring). tests/test_metrics_reference.py checks that both paths agree.
 # --------------------------------------------------------------------------------------------------------------------
 
 _BLOCK_ELEMENTS = 1 << 18  # values per CPU block: 5 maps of 224 x 224
@@ -261,14 +263,14 @@ def _binarize_torch(flat: Tensor, protocol: str, g: Tensor | None) -> Tensor:
     if protocol == "slavc":
         _check_fixed_range(vmin.min().item(), vmax.max().item(), protocol)
         return flat >= 0.5
-    if protocol == "sspl":
+    if protocol == "sspl":  # no zero-range guard: 0/0 = NaN, never >= 0.5
         return _div(flat - vmin, vmax - vmin) >= 0.5
     if protocol == "ezvsl":
         shift, scale = _torch_guard(vmin, vmax - vmin)
         p = (flat - shift).div_(scale)
         return p >= _kth_smallest(p, n // 2)
     shift, scale = _torch_guard(vmax, vmax - vmin)
-    p = (shift - flat).div_(scale).neg_().add_(1)
+    p = (shift - flat).div_(scale).neg_().add_(1)  # 1 - normalize_img(-h), as in _binarize_numpy
     if protocol == "sslalign_adaptive":
         assert g is not None
         k = (g != 0).sum(dim=1)
@@ -302,7 +304,10 @@ def _gt_torch(gt_maps: Tensor, device: torch.device) -> Tensor:
 
 def _gt_numpy(gt_maps: Tensor) -> np.ndarray:
     # The references build GT maps as float64 arrays (np.zeros' default); float32 weights convert exactly.
-    g = _flat(gt_maps.detach().cpu()).numpy().astype(np.float64, copy=False)
+    g_t = gt_maps.detach().cpu()
+    if g_t.dtype == torch.bfloat16:  # NumPy has no bfloat16
+        g_t = g_t.to(torch.float64)
+    g = _flat(g_t).numpy().astype(np.float64, copy=False)
     if g.size:
         _check_gt_range(float(g.min()), float(g.max()))
     return g

@@ -74,7 +74,7 @@ class CIoU(Metric):
 
         Reads this process's states; inside ``with metric.sync_context():`` they hold every device's samples.
         """
-        values = dim_zero_cat(self.cious) if state_nonempty(self.cious) else torch.zeros(0, dtype=torch.float64)
+        values = dim_zero_cat(self.cious) if state_nonempty(self.cious) else torch.zeros(0, device=self.device)
         values = values.to(torch.float64)
         if not state_nonempty(self.sample_ids):
             return values, None

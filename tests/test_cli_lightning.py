@@ -1,0 +1,104 @@
+"""Every shipped config through the real CLI (with tiny overrides), and the extra commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avsl.cli import main, resolve_config, shipped_configs
+from avsl.methods import METHODS
+from tests._data_fixtures import write_video
+from tests.test_methods_contract import TINY
+
+TINY_DATA = [
+    "--data.init_args.unlabeled.init_args.num_clips=8",
+    "--data.init_args.unlabeled.init_args.image_size=64",
+    "--data.init_args.unlabeled.init_args.duration=0.5",
+    "--data.init_args.val.init_args.num_clips=4",
+    "--data.init_args.val.init_args.image_size=64",
+    "--data.init_args.val.init_args.duration=0.5",
+    "--data.init_args.test.init_args.num_clips=4",
+    "--data.init_args.test.init_args.image_size=64",
+    "--data.init_args.test.init_args.duration=0.5",
+    "--data.init_args.batch_size=4",
+]
+TINY_TRAINER = ["--trainer.max_steps=2", "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"]
+TINY_TRAINER += ["--trainer.enable_progress_bar=false", "--trainer.accelerator=cpu"]
+
+
+def _tiny_model(name: str) -> list[str]:
+    return [f"--model.init_args.{k}={v}" for k, v in TINY[name].items()]
+
+
+def test_shipped_configs_are_listed_and_resolved(capsys: pytest.CaptureFixture[str]) -> None:
+    names = shipped_configs()
+    assert "quickstart.yaml" in names and "methods/ezvsl.yaml" in names and "data/synthav.yaml" in names
+    assert resolve_config("ezvsl").endswith("methods/ezvsl.yaml")
+    assert resolve_config("data/synthav").endswith("data/synthav.yaml")
+    assert resolve_config("no/such.yaml") == "no/such.yaml"
+    assert main(["configs"]) == 0
+    assert "methods/ezvsl.yaml" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_method_config_trains_through_the_cli(name: str, tmp_path: Path) -> None:
+    args = ["fit", "-c", name, "-c", "synthav", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    assert main(args + _tiny_model(name) + TINY_DATA + TINY_TRAINER) == 0
+    assert list(tmp_path.rglob("*.ckpt")), "the default ModelCheckpoint wrote no checkpoint"
+
+
+def test_custom_method_through_model_flag(tmp_path: Path) -> None:
+    # `--model` takes any import path: here the 40-line example of examples/custom_method.py.
+    args = ["fit", "--model=examples.custom_method.MeanPoolVSL", "-c", "synthav", "--model.init_args.embed_dim=16"]
+    args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    assert main(args + TINY_DATA + TINY_TRAINER) == 0
+
+
+def test_validate_test_predict_and_localize(tmp_path: Path) -> None:
+    common = ["-c", "ezvsl", "-c", "synthav", f"--trainer.default_root_dir={tmp_path}"]
+    common += _tiny_model("ezvsl") + TINY_DATA + TINY_TRAINER
+    assert main(["fit", *common, "--trainer.logger=false"]) == 0
+    ckpt = next(tmp_path.rglob("last.ckpt"))
+    for command in ("validate", "test", "predict"):
+        assert main([command, *common, f"--ckpt_path={ckpt}", "--trainer.logger=false"]) == 0
+
+    # localize one image + audio pair: the files of a SynthAV folder
+    assert main(["synth", "--out", str(tmp_path / "synth"), "--train", "0", "--val", "0", "--test", "1"]) == 0
+    frame = next((tmp_path / "synth" / "frames").glob("*.jpg"))
+    wav = next((tmp_path / "synth" / "audio").glob("*.wav"))
+    assert (
+        main(
+            ["localize", "--ckpt", str(ckpt), "--image", str(frame), "--audio", str(wav), "--out", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    heat = __import__("numpy").load(tmp_path / "o" / f"{frame.stem}_heatmap.npy")
+    assert heat.shape == (64, 64) and heat.min() >= 0.0 and heat.max() <= 1.0
+    assert (tmp_path / "o" / f"{frame.stem}_overlay.png").is_file()
+
+    # and a video file: one overlay per second
+    video = write_video(tmp_path / "clip.mp4", seconds=2.0)
+    assert main(["localize", "--ckpt", str(ckpt), "--video", str(video), "--out", str(tmp_path / "v")]) == 0
+    assert len(list((tmp_path / "v").glob("*_overlay.png"))) == 2
+
+
+def test_localize_needs_image_and_audio_or_video(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["localize", "--ckpt", "x.ckpt", "--image", "a.jpg", "--out", "o"])
+    assert "either --image and --audio, or --video" in capsys.readouterr().err
+
+
+def test_quickstart_runs_end_to_end_on_tiny_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["quickstart", "--out", str(tmp_path), "--max-epochs", "1", "--train-clips", "64", "--test-clips", "16"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "centre Gaussian" in out and "cIoU@0.5" in out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"EZ-VSL", "centre Gaussian", "uniform"}
+    assert 0.0 <= metrics["EZ-VSL"]["ezvsl/ciou"] <= 1.0
+    assert (tmp_path / "heatmaps.png").stat().st_size > 0
+    config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
+    assert config["model"]["class_path"] == "avsl.methods.EZVSL"

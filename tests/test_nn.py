@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import signal
+
+from avsl.nn import EXTRA_BACKBONES, LogLinearSpectrogram, LogMelSpectrogram, VGGishLogMel, create_backbone
+from avsl.nn.backbones import VGGish
+from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
+
+
+@pytest.mark.parametrize(
+    ("name", "in_chans", "out_index", "channels", "stride"),
+    [
+        ("tiny_cnn", 3, -1, 128, 16),
+        ("tiny_cnn", 1, -2, 128, 8),
+        ("resnet18", 3, -1, 512, 32),
+        ("resnet18", 1, -2, 256, 16),
+        ("vgg16_conv5", 3, -1, 512, 16),
+    ],
+)
+def test_backbone_contract(name: str, in_chans: int, out_index: int, channels: int, stride: int) -> None:
+    net = create_backbone(name, in_chans=in_chans, out_index=out_index)
+    assert (net.out_channels, net.stride) == (channels, stride)
+    out = net(torch.randn(2, in_chans, 64, 64))
+    assert out.shape == (2, channels, 64 // stride, 64 // stride)
+
+
+def test_unknown_backbone_names_the_choices() -> None:
+    with pytest.raises(ValueError, match=r"unknown backbone .nope.*tiny_cnn"):
+        create_backbone("nope")
+
+
+def test_pretrained_weights_from_a_local_file(tmp_path: Path) -> None:
+    src = create_backbone("tiny_cnn")
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    dst = create_backbone("tiny_cnn", checkpoint_path=str(tmp_path / "w.pt"))
+    x = torch.randn(1, 3, 32, 32)
+    src.eval(), dst.eval()
+    assert torch.equal(src(x), dst(x))
+    timm_src = create_backbone("resnet18")
+    torch.save(timm_src.model.state_dict(), tmp_path / "r.pt")
+    timm_dst = create_backbone("resnet18", checkpoint_path=str(tmp_path / "r.pt"))
+    timm_src.eval(), timm_dst.eval()
+    assert torch.allclose(timm_src(torch.ones(1, 3, 64, 64)), timm_dst(torch.ones(1, 3, 64, 64)))
+    with pytest.raises(FileNotFoundError, match=r"missing\.pt"):
+        create_backbone("resnet18", checkpoint_path=str(tmp_path / "missing.pt"))
+
+
+def test_extras_without_published_weights_refuse_pretrained() -> None:
+    assert set(EXTRA_BACKBONES) >= {"tiny_cnn", "vggish", "vgg16_conv5"}
+    with pytest.raises(ValueError, match="checkpoint_path"):
+        create_backbone("vggish", in_chans=1, pretrained=True)
+
+
+def test_loglinear_matches_scipy_reference() -> None:
+    # LVS / EZ-VSL: scipy.signal.spectrogram(nperseg=512, noverlap=274), log(S + 1e-7), / 12
+    wave = np.random.default_rng(0).normal(size=48000).astype(np.float32)
+    _, _, ref = signal.spectrogram(wave, 16000, nperseg=512, noverlap=274)
+    expected = np.log(ref + 1e-7) / 12.0
+    ours = LogLinearSpectrogram(16000)(torch.from_numpy(wave)[None])[0, 0].numpy()
+    assert ours.shape == (257, 200) == expected.shape
+    np.testing.assert_allclose(ours, expected, atol=1e-4)
+
+
+def test_logmel_and_vggish_shapes() -> None:
+    wave = torch.randn(2, 48000)
+    assert LogMelSpectrogram(16000)(wave).shape == (2, 1, 64, 297)  # 1 + (48000 - 400) // 160 frames, no centre padding
+    examples = VGGishLogMel(16000)(wave)
+    assert examples.shape == (2, 3, 1, 96, 64)  # three 0.96-s examples per 3-s clip, as in SSPL
+    vggish = VGGish()
+    assert vggish(examples[:, 0]).shape == (2, 512, 6, 4)
+    assert vggish.embed(examples[:, 0]).shape == (2, 128)
+    with pytest.raises(ValueError, match="too short"):
+        VGGishLogMel(16000)(torch.randn(1, 8000))
+
+
+def test_encoders_give_unit_norm_features_and_cosine_maps() -> None:
+    vis = VisualEncoder("tiny_cnn", embed_dim=16)
+    aud = AudioEncoder("tiny_cnn", "logmel", 16000, embed_dim=16)
+    v, a = vis(torch.rand(2, 3, 64, 64)), aud(torch.randn(2, 16000))
+    assert v.shape == (2, 16, 4, 4) and a.shape == (2, 16)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(2, 4, 4))
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
+    sim = cosine_map(v, a)
+    assert sim.shape == (2, 4, 4) and float(sim.detach().abs().max()) <= 1.0 + 1e-5
