@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tiny constructor arguments per method: small CNNs, small embeddings. A new method adds its line here.
 TINY: dict[str, dict[str, Any]] = {
     "ezvsl": {"vision_backbone": "tiny_cnn", "audio_backbone": "tiny_cnn", "audio_frontend": "logmel", "embed_dim": 16},
+    # (issue 6: sspl, semipl)
+    # (issue 7: xpl)
+    # (issue 8: uspl)
 }
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from avsl.methods.base import LocalizationMethod
 from avsl.methods.ezvsl import EZVSL
+
+# (issue 6: SSPL, SemiPL imports)
+# (issue 7: XPL import)
+# (issue 8: USPL import)
 
 __all__ = ["EZVSL", "METHODS", "LocalizationMethod", "load_method"]
 
@@ -16,6 +21,9 @@ __all__ = ["EZVSL", "METHODS", "LocalizationMethod", "load_method"]
 # its config in avsl/configs/methods/ and its docs page; tests/test_methods_contract.py checks the four agree.
 METHODS: dict[str, type[LocalizationMethod]] = {
     "ezvsl": EZVSL,
+    # (issue 6: sspl, semipl)
+    # (issue 7: xpl)
+    # (issue 8: uspl)
 }
 
 
@@ -33,10 +41,21 @@ def load_method(checkpoint_path: str | Path, map_location: str | torch.device = 
     target = checkpoint.get("avsl_method")
     if not isinstance(target, str):
         raise ValueError(f"{path} was not written by an avsl method (no 'avsl_method' entry)")
+    cls = _import_method(target, path)
+    # Methods given to a wrapper (SemiPL's base, XPL's peers) are rebuilt from their recorded hyperparameters and
+    # passed as the constructor arguments of the same name; the state dict then restores their weights.
+    components: dict[str, Any] = {}
+    if "_instantiator" not in checkpoint.get("hyper_parameters", {}):  # LightningCLI-built: Lightning rebuilds them
+        for name, spec in checkpoint.get("avsl_components", {}).items():
+            components[name] = _import_method(spec["class_path"], path)(**spec["init_args"])
+    model = cls.load_from_checkpoint(path, map_location=map_location, **components)
+    model.eval()
+    return model
+
+
+def _import_method(target: str, path: Path) -> type[LocalizationMethod]:
     module_name, _, class_name = target.rpartition(".")
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
         raise ValueError(f"{path}: {target} is not a LocalizationMethod")
-    model = cls.load_from_checkpoint(path, map_location=map_location)
-    model.eval()
-    return model
+    return cls

@@ -146,6 +146,13 @@ class LocalizationMethod(pl.LightningModule):
         # Lets `avsl localize --ckpt` and `avsl.methods.load_method` rebuild the right class from a checkpoint.
         checkpoint["avsl_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
         checkpoint["avsl_input_geometry"] = dict(self.input_geometry)
+        # Wrapper methods (SemiPL, XPL) take other methods as constructor arguments and keep them as child modules
+        # of the same name; their class and hyperparameters are recorded so load_method can rebuild them.
+        checkpoint["avsl_components"] = {
+            name: {"class_path": f"{type(m).__module__}.{type(m).__qualname__}", "init_args": dict(m.hparams)}
+            for name, m in self.named_children()
+            if isinstance(m, LocalizationMethod)
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.input_geometry = dict(checkpoint.get("avsl_input_geometry", {}))
