@@ -8,6 +8,7 @@ from torch import Tensor
 
 __all__ = [
     "heatmap_bce",
+    "heatmap_mse",
     "mil_infonce",
     "mil_similarity",
     "minmax_normalize",
@@ -95,3 +96,19 @@ def heatmap_bce(prob: Tensor, target: Tensor, weight: Tensor | None = None, eps:
         return per_sample.mean()
     total = weight.sum()
     return (per_sample * weight).sum() / total.clamp_min(1e-12)
+
+
+def heatmap_mse(prob: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Pixel-wise squared error between a probability map and a target map, averaged like :func:`heatmap_bce`.
+
+    Args:
+        prob: (B, H, W) maps in [0, 1].
+        target: (B, H, W) targets in [0, 1].
+        weight: optional per-sample weights (B,); the mean is taken over the weighted samples.
+    """
+    if prob.shape != target.shape:
+        raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ in shape")
+    per_sample = (prob - target.to(prob.dtype)).pow(2).flatten(1).mean(dim=1)
+    if weight is None:
+        return per_sample.mean()
+    return (per_sample * weight).sum() / weight.sum().clamp_min(1e-12)

@@ -19,7 +19,31 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tiny constructor arguments per method: small CNNs, small embeddings. A new method adds its line here.
 TINY: dict[str, dict[str, Any]] = {
     "ezvsl": {"vision_backbone": "tiny_cnn", "audio_backbone": "tiny_cnn", "audio_frontend": "logmel", "embed_dim": 16},
-    # (issue 6: sspl, semipl)
+    "sspl": {
+        "vision_backbone": "tiny_cnn",
+        "audio_backbone": "tiny_cnn",
+        "audio_frontend": "logmel",
+        "audio_hidden_dim": 32,
+        "proj_dim": 32,
+        "pred_hidden_dim": 16,
+    },
+    # A wrapper: its base is given as the {class_path, init_args} mapping of YAML, so that the CLI test can pass it as a
+    # --model.init_args.base flag too. The base is SSPL with a one-cycle PCM.
+    "semipl": {
+        "base": {
+            "class_path": "avsl.methods.SSPL",
+            "init_args": {
+                "vision_backbone": "tiny_cnn",
+                "audio_backbone": "tiny_cnn",
+                "audio_frontend": "logmel",
+                "audio_hidden_dim": 32,
+                "use_pcm": True,
+                "pcm_cycles": 1,
+                "proj_dim": 32,
+                "pred_hidden_dim": 16,
+            },
+        }
+    },
     # (issue 7: xpl)
     # (issue 8: uspl)
 }

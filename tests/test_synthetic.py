@@ -6,9 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from avsl.cli import main
 from avsl.data import JointRandomCropFlip, SynthAV, VGGSSDataset, write_synthav
+from avsl.evaluate import evaluate
 from avsl.metrics.functional import gt_map_from_boxes
 
 
@@ -116,9 +118,13 @@ def test_write_synthav_loads_through_the_vggss_reader(tmp_path: Path) -> None:
     assert len(entries) == 7
     assert set(entries[0]) >= {"file", "class", "bbox"}
     ds = VGGSSDataset(
-        root, split=root / "splits" / "test.txt", annotations=root / "annotations.json", masks_dir=root / "masks",
-        image_size=64, duration=1.0,
-    )  # fmt: skip
+        root,
+        split=root / "splits" / "test.txt",
+        annotations=root / "annotations.json",
+        masks_dir=root / "masks",
+        image_size=64,
+        duration=1.0,
+    )
     assert len(ds) == 4
     disk, memory = ds[1], splits["test"][1]
     assert disk["sample_id"] == memory["sample_id"]
@@ -126,6 +132,9 @@ def test_write_synthav_loads_through_the_vggss_reader(tmp_path: Path) -> None:
     assert torch.equal(disk["mask"], memory["mask"])
     assert float((disk["image"] - memory["image"]).abs().mean()) < 0.03  # JPEG quality 95 (the grain costs most)
     assert torch.allclose(disk["audio"], memory["audio"], atol=1e-3)  # PCM16
+    # ... and the metrics evaluate it: the ground truth as a heatmap scores a perfect fixed-threshold cIoU.
+    results = evaluate(lambda b: b["gt_map"], DataLoader(ds, batch_size=2), protocols=("sspl",))
+    assert results["sspl/ciou"] == 1.0 and results["miou"] > 0.5
 
 
 def test_avsl_synth_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -10,8 +10,9 @@ import torch
 
 from avsl.methods.base import LocalizationMethod
 from avsl.methods.ezvsl import EZVSL
+from avsl.methods.semipl import SemiPL
+from avsl.methods.sspl import SSPL
 
-# (issue 6: SSPL, SemiPL imports)
 # (issue 7: XPL import)
 # (issue 8: USPL import)
 
@@ -21,7 +22,8 @@ __all__ = ["EZVSL", "METHODS", "LocalizationMethod", "load_method"]
 # its config in avsl/configs/methods/ and its docs page; tests/test_methods_contract.py checks the four agree.
 METHODS: dict[str, type[LocalizationMethod]] = {
     "ezvsl": EZVSL,
-    # (issue 6: sspl, semipl)
+    "sspl": SSPL,
+    "semipl": SemiPL,
     # (issue 7: xpl)
     # (issue 8: uspl)
 }

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from avsl.data import AVDataModule, SynthAV, split_labeled
+
+
+def _synth(n: int, seed: int = 0) -> SynthAV:
+    return SynthAV(num_clips=n, seed=seed, image_size=32, duration=0.25, sample_rate=8000)
+
+
+def test_split_labeled_is_deterministic_and_disjoint() -> None:
+    data = _synth(20)
+    labeled, unlabeled = split_labeled(data, 0.1, seed=3)
+    again, _ = split_labeled(data, 0.1, seed=3)
+    assert len(labeled) == 2 and len(unlabeled) == 18
+    assert list(labeled.indices) == list(again.indices)
+    assert not set(labeled.indices) & set(unlabeled.indices)
+    assert sorted([*labeled.indices, *unlabeled.indices]) == list(range(20))
+    other, _ = split_labeled(data, 0.1, seed=4)
+    assert list(other.indices) != list(labeled.indices)
+    tiny, rest = split_labeled(_synth(5), 0.01)
+    assert len(tiny) == 1 and len(rest) == 4  # at least one sample on each side
+    with pytest.raises(ValueError, match="fraction"):
+        split_labeled(data, 1.5)
+
+
+def test_train_batches_mix_labeled_and_unlabeled() -> None:
+    labeled, unlabeled = split_labeled(_synth(12), 0.25)
+    dm = AVDataModule(unlabeled, labeled, batch_size=4, labeled_batch_size=2)
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == 2  # one pass over the 9 unlabeled samples, last incomplete batch dropped
+    seen_labeled = []
+    for item in batches:
+        batch = item[0] if isinstance(item, tuple) else item
+        assert set(batch) == {"unlabeled", "labeled"}
+        assert batch["unlabeled"]["image"].shape == (4, 3, 32, 32)
+        assert isinstance(batch["unlabeled"]["sample_id"], list)
+        seen_labeled += batch["labeled"]["sample_id"]
+    # the 3 labeled samples come in batches of 2 and 1 (labeled batches are never dropped)
+    assert len(seen_labeled) == 3 and len(set(seen_labeled)) == 3
+
+
+def test_no_labeled_key_without_labeled_set() -> None:
+    dm = AVDataModule(_synth(8), batch_size=4)
+    item = next(iter(dm.train_dataloader()))
+    batch = item[0] if isinstance(item, tuple) else item
+    assert set(batch) == {"unlabeled"}
+    assert dm.val_dataloader() == []  # no validation set: Lightning skips validation
+
+
+def test_missing_sets_and_sample_rate() -> None:
+    dm = AVDataModule(val=_synth(4), batch_size=2)
+    with pytest.raises(ValueError, match="no 'unlabeled' training set"):
+        dm.train_dataloader()
+    with pytest.raises(ValueError, match="no 'test' set"):
+        dm.test_dataloader()
+    assert dm.sample_rate == 8000
+    mixed = AVDataModule(_synth(4), val=SynthAV(num_clips=2, sample_rate=16000))
+    with pytest.raises(ValueError, match="disagree on sample_rate"):
+        _ = mixed.sample_rate
+    eval_batch = next(iter(dm.val_dataloader()))
+    assert torch.is_tensor(eval_batch["gt_map"]) and eval_batch["image"].shape[0] == 2
