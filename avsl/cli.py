@@ -83,20 +83,19 @@ def _make_cli_class() -> Any:
         """LightningCLI with avsl's defaults: subclass mode, a checkpoint and a heatmap-logging callback."""
 
         def before_instantiate_classes(self) -> None:
-            # Link the datasets' sample rate to the model's `sample_rate` argument (when the method has one), so the
-            # rate is configured once, in the data config.
+            # Link the datasets' sample rate to every `sample_rate` argument of the model config (the method's, and
+            # those of methods nested in it, such as XPL's peers or SemiPL's base), so the rate is set once, in the
+            # data config.
             config = self.config[self.subcommand] if self.subcommand else self.config
-            model_args = config.get("model", {}).get("init_args")
-            data_args = config.get("data", {}).get("init_args") or {}
-            rates = {
-                ds["init_args"]["sample_rate"]
-                for ds in data_args.values()
-                if isinstance(ds, dict) and "sample_rate" in (ds.get("init_args") or {})
-            }
+            keys = [k for k in config.keys() if k.endswith("init_args.sample_rate")]  # flattened, nested included
+            rates = {int(config[k]) for k in keys if k.startswith("data.") and config[k] is not None}
             if len(rates) > 1:
                 raise ValueError(f"the datasets of the data config disagree on sample_rate: {sorted(rates)}")
-            if model_args is not None and "sample_rate" in model_args and rates:
-                model_args["sample_rate"] = rates.pop()
+            if rates:
+                rate = rates.pop()
+                for key in keys:
+                    if key.startswith("model."):
+                        config[key] = rate
 
     return AVSLCLI
 

@@ -102,3 +102,14 @@ def test_quickstart_runs_end_to_end_on_tiny_settings(tmp_path: Path, capsys: pyt
     assert (tmp_path / "heatmaps.png").stat().st_size > 0
     config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
     assert config["model"]["class_path"] == "avsl.methods.EZVSL"
+
+
+def test_sample_rate_is_linked_from_the_data_config() -> None:
+    from avsl.cli import AVSLCLI
+
+    rates = [f"--data.init_args.{role}.init_args.sample_rate=8000" for role in ("unlabeled", "val", "test")]
+    cli = AVSLCLI(["-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *rates], run=False)
+    assert cli.model.hparams.sample_rate == 8000
+    assert cli.model.audio.frontend.sample_rate == 8000
+    with pytest.raises(ValueError, match="disagree on sample_rate"):
+        AVSLCLI(["-c", "ezvsl", "-c", "synthav", "--data.init_args.val.init_args.sample_rate=8000"], run=False)
