@@ -87,7 +87,7 @@ def _make_cli_class() -> Any:
             # those of methods nested in it, such as XPL's peers or SemiPL's base), so the rate is set once, in the
             # data config.
             config = self.config[self.subcommand] if self.subcommand else self.config
-            keys = [k for k in config.keys() if k.endswith("init_args.sample_rate")]  # flattened, nested included
+            keys = [k for k in config.keys() if k.endswith("init_args.sample_rate")]  # noqa: SIM118 -- Namespace.keys() is flattened
             rates = {int(config[k]) for k in keys if k.startswith("data.") and config[k] is not None}
             if len(rates) > 1:
                 raise ValueError(f"the datasets of the data config disagree on sample_rate: {sorted(rates)}")

@@ -44,8 +44,33 @@ TINY: dict[str, dict[str, Any]] = {
             },
         }
     },
-    # (issue 7: xpl)
-    # (issue 8: uspl)
+    # A wrapper of two peers: model_a as the {class_path, init_args} mapping of YAML (also a CLI flag); model_b is its
+    # re-initialized copy. No warm-up, so the cross loss runs in the 2 steps; lambda_sup=0 because the CLI test's
+    # SynthAV config has no labeled set (tests/test_xpl.py covers the supervised loss).
+    "xpl": {
+        "model_a": {
+            "class_path": "avsl.methods.EZVSL",
+            "init_args": {
+                "vision_backbone": "tiny_cnn",
+                "audio_backbone": "tiny_cnn",
+                "audio_frontend": "logmel",
+                "embed_dim": 16,
+            },
+        },
+        "warmup_epochs": 0,
+        "lambda_sup": 0.0,
+    },
+    "uspl": {
+        "stage": "coarse",
+        "vision_backbone": "tiny_cnn",
+        "audio_backbone": "tiny_cnn",
+        "audio_frontend": "logmel",
+        "embed_dim": 16,
+        "mask_grid": 4,
+        "affinity_dim": 8,
+        "affinity_radius": 2,
+        "seg_hidden": 8,
+    },
 }
 
 

@@ -12,9 +12,8 @@ from avsl.methods.base import LocalizationMethod
 from avsl.methods.ezvsl import EZVSL
 from avsl.methods.semipl import SemiPL
 from avsl.methods.sspl import SSPL
-
-# (issue 7: XPL import)
-# (issue 8: USPL import)
+from avsl.methods.uspl import USPL
+from avsl.methods.xpl import XPL
 
 __all__ = ["EZVSL", "METHODS", "LocalizationMethod", "load_method"]
 
@@ -24,8 +23,8 @@ METHODS: dict[str, type[LocalizationMethod]] = {
     "ezvsl": EZVSL,
     "sspl": SSPL,
     "semipl": SemiPL,
-    # (issue 7: xpl)
-    # (issue 8: uspl)
+    "xpl": XPL,
+    "uspl": USPL,
 }
 
 

@@ -33,7 +33,7 @@ def _concat(a: AVBatch, b: AVBatch) -> AVBatch:
     out: dict[str, Any] = {"sample_id": [*a["sample_id"], *b["sample_id"]]}
     for key in ("image", "audio", "gt_map", "mask", "num_sources"):
         if key in a and key in b:
-            out[key] = torch.cat([a[key], b[key]])  # type: ignore[literal-required]
+            out[key] = torch.cat([a[key], b[key]])
     return out  # type: ignore[return-value]
 
 
@@ -84,6 +84,16 @@ class SemiPL(LocalizationMethod):
         # The optimizer is the base's (SSPL: its parameter groups), so its lr and weight decay are this method's too.
         super().__init__(eval_protocol=eval_protocol, lr=base.lr, weight_decay=base.weight_decay)
         self.save_hyperparameters(ignore=["base"])
+        # Built by LightningCLI, the hyperparameters are the parsed config (lightning.pytorch.cli._InstantiatorFn), in
+        # which the base is a plain {class_path, init_args} mapping: keep it, so that load_from_checkpoint rebuilds the
+        # base (`ignore` dropped it). The same instantiator gives the base this wrapper's config as its hparams; its
+        # own arguments are taken back from the mapping. (XPL does the same for its peers.)
+        if "_instantiator" in self.hparams:
+            self.save_hyperparameters()
+            spec = self.hparams.get("base")
+            if isinstance(spec, Mapping):
+                base.hparams.clear()
+                base.hparams.update(dict(spec.get("init_args") or {}))
         self.base = base
         self.lambda_sup, self.lambda_unsup = lambda_sup, lambda_unsup
         self.sup_loss = sup_loss

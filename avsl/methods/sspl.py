@@ -16,6 +16,7 @@ from avsl.nn.sspl import (
     SSPLAudioEncoder,
     attention_map,
     attention_pool,
+    random_color_jitter,
     random_crop_flip,
     simsiam_predictor,
     simsiam_projector,
@@ -59,6 +60,8 @@ class SSPL(LocalizationMethod):
         pred_hidden_dim: bottleneck of the SimSiam predictor (512).
         view_scale: upscaling factor before the random crop of each view (1.1 = 246 / 224 in the reference).
         view_flip_p: probability of a horizontal flip per view (0.5).
+        view_color_jitter: strength of an optional random brightness/contrast/saturation jitter per view (applied
+            with probability 0.8; 0 = off, as in the reference; 0.4 is the supplement's Table S4 ablation).
         eval_protocol: cIoU protocol of validation and test (``"sspl"``: min-max, fixed threshold 0.5).
         lr: learning rate of g, the PCM and any trainable backbone ("lr2" of the SSPL supplement, Table S1).
         lr_head: learning rate of the SimSiam projector and predictor ("lr1").
@@ -93,6 +96,7 @@ class SSPL(LocalizationMethod):
         pred_hidden_dim: int = 512,
         view_scale: float = 1.1,
         view_flip_p: float = 0.5,
+        view_color_jitter: float = 0.0,
         eval_protocol: str = "sspl",
         lr: float = 5e-4,
         lr_head: float = 2e-3,
@@ -103,7 +107,9 @@ class SSPL(LocalizationMethod):
         if view_scale < 1.0 or not 0.0 <= view_flip_p <= 1.0:
             raise ValueError(f"need view_scale >= 1 and view_flip_p in [0, 1], got {view_scale}, {view_flip_p}")
         self.lr_head = lr_head
-        self.view_scale, self.view_flip_p = view_scale, view_flip_p
+        if not 0.0 <= view_color_jitter < 1.0:
+            raise ValueError(f"view_color_jitter must be in [0, 1), got {view_color_jitter}")
+        self.view_scale, self.view_flip_p, self.view_color_jitter = view_scale, view_flip_p, view_color_jitter
         self.visual = create_backbone(vision_backbone, 3, vision_pretrained, vision_checkpoint, vision_out_index)
         channels = self.visual.out_channels
         self.audio = SSPLAudioEncoder(
@@ -162,14 +168,19 @@ class SSPL(LocalizationMethod):
         p: Tensor = self.predictor(z)
         return z, p
 
+    def augment_view(self, image: Tensor) -> Tensor:
+        """One random view of a batch of frames: crop + flip (and colour jitter when enabled), per sample."""
+        view = random_crop_flip(image, self.view_scale, self.view_flip_p)
+        return random_color_jitter(view, self.view_color_jitter) if self.view_color_jitter > 0 else view
+
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]
         image = data["image"]
         audio_raw, audio_query = self.audio(data["audio"])
         # Two independently augmented views; each goes through the network alone, so that the BatchNorms of the PCM
         # and the heads see one view per forward pass, as in the reference.
-        z1, p1 = self.view_embeddings(random_crop_flip(image, self.view_scale, self.view_flip_p), audio_raw, audio_query)
-        z2, p2 = self.view_embeddings(random_crop_flip(image, self.view_scale, self.view_flip_p), audio_raw, audio_query)
+        views = [self.augment_view(image) for _ in range(2)]
+        (z1, p1), (z2, p2) = (self.view_embeddings(view, audio_raw, audio_query) for view in views)
         return {"simsiam": simsiam_loss(p1, p2, z1, z2)}
 
     # ------------------------------------------------------------------------------------------------ optim

@@ -10,7 +10,8 @@ an AffinityNet-style reading of the abstract); docs/methods/uspl.md lists the ch
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Literal, get_args
 
@@ -127,7 +128,7 @@ class USPL(LocalizationMethod):
         affinity_out_index: int = -3,
         affinity_dim: int = 64,
         affinity_radius: int = 5,
-        affinity_deep: bool = True,
+        affinity_deep: bool = False,
         seed_fg: float = 0.6,
         seed_bg: float = 0.2,
         rw_beta: float = 8.0,
@@ -150,6 +151,8 @@ class USPL(LocalizationMethod):
             raise ValueError(f"tau must be positive, got {tau}")
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
+        if lambda_full <= 0 and (lambda_masked <= 0 or mask_ratio == 0):
+            raise ValueError("stage 1 needs lambda_full > 0, or lambda_masked > 0 with mask_ratio > 0")
         if not 0.0 <= seed_bg < seed_fg <= 1.0:
             raise ValueError(f"need 0 <= seed_bg < seed_fg <= 1, got seed_bg={seed_bg}, seed_fg={seed_fg}")
         if not 0.0 <= pseudo_bg <= pseudo_fg <= 1.0:
@@ -197,7 +200,7 @@ class USPL(LocalizationMethod):
 
     # ------------------------------------------------------------------------------------------------ stages
     def _frozen_modules(self) -> list[nn.Module]:
-        """The networks of earlier stages: frozen, and kept in eval mode (fixed BatchNorm statistics)."""
+        """The networks of earlier stages: frozen, and run in eval mode (fixed BatchNorm statistics)."""
         if self.stage == "refine":
             return [self.visual, self.audio]
         if self.stage == "segment":
@@ -205,11 +208,21 @@ class USPL(LocalizationMethod):
             return [self.visual, self.audio, self.affinity]
         return []
 
-    def train(self, mode: bool = True) -> USPL:
-        super().train(mode)
-        for module in self._frozen_modules():
+    @contextmanager
+    def _frozen_in_eval(self) -> Iterator[None]:
+        """Run the frozen networks in eval mode (fixed BatchNorm statistics) and restore their mode afterwards.
+
+        Switching only around their use, rather than keeping them in eval mode, leaves every module in train mode
+        when training starts, as Lightning expects (it warns about modules in eval mode at the start of training).
+        """
+        modes = [(module, module.training) for module in self._frozen_modules()]
+        for module, _ in modes:
             module.eval()
-        return self
+        try:
+            yield
+        finally:
+            for module, mode in modes:
+                module.train(mode)
 
     def load_previous_stage(self, checkpoint_path: str | Path) -> None:
         """Load the networks of the previous stages from an avsl checkpoint (done by ``init_from``).
@@ -234,8 +247,8 @@ class USPL(LocalizationMethod):
                 f"{path} (stage {previous!r}) lacks {len(absent)} tensors that stage {self.stage!r} needs, e.g. "
                 f"{absent[:3]}: give the checkpoint of the previous stage, trained with the same backbones"
             )
-        loadable = {k: v for k, v in state.items() if k in own and k.split(".")[0] in ("visual", "audio", "affinity")}
-        loadable.update({k: v for k, v in state.items() if k in own and k.startswith("segmenter.")})
+        networks = ("visual", "audio", "affinity", "segmenter")
+        loadable = {k: v for k, v in state.items() if k in own and k.split(".")[0] in networks}
         wrong = [k for k, v in loadable.items() if v.shape != own[k].shape]
         if wrong:
             raise ValueError(f"{path}: shapes differ for {wrong[:3]} (other embed_dim or backbones?)")
@@ -252,9 +265,10 @@ class USPL(LocalizationMethod):
     # ------------------------------------------------------------------------------------------------ maps
     def _stage1(self, image: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
         """Stage-1 backbone features (B, C, h, w) and cosine maps (B, h, w)."""
-        feats = self.visual.features(image)
-        visual = F.normalize(self.visual.proj(feats), dim=1)
-        return feats, cosine_map(visual, self.audio(audio))
+        with self._frozen_in_eval():
+            feats = self.visual.features(image)
+            visual = F.normalize(self.visual.proj(feats), dim=1)
+            return feats, cosine_map(visual, self.audio(audio))
 
     def coarse_map(self, image: Tensor, audio: Tensor) -> Tensor:
         """Stage-1 cosine maps (B, h, w) in [-1, 1]."""
@@ -265,7 +279,8 @@ class USPL(LocalizationMethod):
         if self.affinity is None:
             raise RuntimeError("refined_map needs the affinity network: build USPL with stage 'refine' or 'segment'")
         feats, coarse = self._stage1(image, audio)
-        embed = self.affinity(self._normalize(image), feats if self.affinity.deep_channels else None)
+        with self._frozen_in_eval():
+            embed = self.affinity(self._normalize(image), feats if self.affinity.deep_channels else None)
         coarse = F.interpolate(coarse[:, None], size=embed.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
         aff = pairwise_affinity(embed, self.affinity_radius)
         return refine_map(coarse, aff, self.affinity_radius, self.rw_beta, self.rw_iterations)

@@ -76,6 +76,14 @@ def _valid(h: int, w: int, offsets: list[tuple[int, int]], device: torch.device)
     return torch.stack([shift(ones, dy, dx) > 0 for dy, dx in offsets])
 
 
+def _neighbours(x: Tensor, offsets: list[tuple[int, int]], fill: float = 0.0) -> list[Tensor]:
+    """Views of ``x`` (..., H, W) shifted by every offset, as :func:`shift` gives them, from a single padded copy."""
+    r = max(max(abs(dy), abs(dx)) for dy, dx in offsets)
+    h, w = x.shape[-2], x.shape[-1]
+    padded = F.pad(x, (r, r, r, r), value=fill)
+    return [padded[..., r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in offsets]
+
+
 def pairwise_affinity(features: Tensor, radius: int) -> Tensor:
     """Affinities (B, K, H, W) of (B, D, H, W) embeddings with their neighbours (see the module docstring).
 
@@ -87,7 +95,9 @@ def pairwise_affinity(features: Tensor, radius: int) -> Tensor:
     offsets = neighbour_offsets(radius)
     h, w = features.shape[-2:]
     # One offset at a time keeps memory at O(B * D * H * W) per offset instead of materializing every neighbour.
-    aff = torch.stack([torch.exp(-(features - shift(features, dy, dx)).abs().mean(dim=1)) for dy, dx in offsets], dim=1)
+    aff = torch.stack(
+        [torch.exp(-(features - other).abs().mean(dim=1)) for other in _neighbours(features, offsets)], dim=1
+    )
     return aff * _valid(h, w, offsets, features.device).to(aff.dtype)
 
 
@@ -108,7 +118,7 @@ def affinity_pair_labels(seeds: Tensor, radius: int) -> tuple[Tensor, Tensor, Te
     A pair is labelled only when both pixels are seeds (not -1) and both lie inside the image.
     """
     offsets = neighbour_offsets(radius)
-    other = torch.stack([shift(seeds, dy, dx, fill=IGNORE) for dy, dx in offsets], dim=1)
+    other = torch.stack(_neighbours(seeds, offsets, fill=IGNORE), dim=1)
     here = seeds[:, None].expand_as(other)
     fg_pairs = (here == FOREGROUND) & (other == FOREGROUND)
     bg_pairs = (here == BACKGROUND) & (other == BACKGROUND)
@@ -164,7 +174,7 @@ def random_walk(maps: Tensor, affinity: Tensor, radius: int, beta: float = 8.0, 
     every = [(0, 0), *offsets, *[(-dy, -dx) for dy, dx in offsets]]
     out = maps
     for _ in range(iterations):
-        out = (transition * torch.stack([shift(out, dy, dx) for dy, dx in every], dim=1)).sum(dim=1)
+        out = (transition * torch.stack(_neighbours(out, every), dim=1)).sum(dim=1)
     return out
 
 

@@ -147,9 +147,7 @@ def top_fraction_mask(scores: Tensor, population: Tensor, fraction: float) -> Te
     return scores.float() >= threshold
 
 
-def crop_flip_params(
-    batch_size: int, min_scale: float, flip_p: float, device: torch.device | None = None
-) -> Tensor:
+def crop_flip_params(batch_size: int, min_scale: float, flip_p: float, device: torch.device | None = None) -> Tensor:
     """Random crop-and-flip parameters (B, 4): ``(scale, x0, y0, flip)`` in normalized frame units.
 
     Each crop is a square window of side ``scale`` in [``min_scale``, 1] (a fraction of the frame side) at top-left

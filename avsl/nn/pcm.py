@@ -14,6 +14,8 @@ taken from the backbones (512 and 128 in the reference) instead of being fixed.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -50,7 +52,7 @@ class PredictiveCodingModule(nn.Module):
         self.pred_21 = nn.Conv2d(c, c, 3, padding=1, bias=False)
         self.pred_10 = nn.Conv2d(c, a, 1)
         # Bottom-up (feedforward) error propagators: 1x1 transposed conv from the audio error broadcast to level 1,
-        # a stride-2 3x3 transposed conv (3 -> 7) and bilinear x2 (align_corners=True) + a 3x3 transposed conv (7 -> 14).
+        # a stride-2 3x3 transposed conv (3 -> 7), and bilinear x2 (align_corners=True) + 3x3 transposed conv (7 -> 14).
         self.err_01 = nn.ConvTranspose2d(a, c, 1, bias=False)
         self.err_12 = nn.ConvTranspose2d(c, c, 3, stride=2, padding=0, bias=False)
         self.err_23 = nn.ConvTranspose2d(c, c, 3, stride=1, padding=1, bias=False)
@@ -110,7 +112,7 @@ class PredictiveCodingModule(nn.Module):
         r2 = F.gelu(bn[3](rh2 + a2 * self._up_12(r1 - rh1, s2)))
         r3 = F.gelu(bn[4](visual + a3 * self._up_23(r2 - rh2, s3)))
 
-        for bn in self.bn_cycles:
+        for bn in cast(list[nn.ModuleList], list(self.bn_cycles)):
             # Feedback sweep: mix each level with the prediction from above (the top level with the visual prior; no BN
             # there, as in the reference).
             r3 = F.gelu((1 - b3) * r3 + b3 * visual)

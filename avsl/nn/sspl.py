@@ -20,6 +20,7 @@ __all__ = [
     "SSPLAudioEncoder",
     "attention_map",
     "attention_pool",
+    "random_color_jitter",
     "random_crop_flip",
     "simsiam_predictor",
     "simsiam_projector",
@@ -81,10 +82,8 @@ class SSPLAudioEncoder(nn.Module):
         """(B, T) waveforms -> (B, N, D) raw per-example embeddings."""
         examples = self.examples(wave)
         flat = examples.flatten(0, 1)
-        if isinstance(self.backbone, VGGish):
-            emb = self.backbone.embed(flat)
-        else:
-            emb = self.backbone(flat).amax(dim=(2, 3))
+        # VGGish: its FC embedding; any other CNN: the global max of its feature map.
+        emb = self.backbone.embed(flat) if isinstance(self.backbone, VGGish) else self.backbone(flat).amax(dim=(2, 3))
         return emb.view(examples.shape[0], examples.shape[1], -1)
 
     def forward(self, wave: Tensor) -> tuple[Tensor, Tensor]:
@@ -161,3 +160,31 @@ def random_crop_flip(
     theta[:, :, 2] = shift.to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def random_color_jitter(
+    images: Tensor, strength: float = 0.4, p: float = 0.8, generator: torch.Generator | None = None
+) -> Tensor:
+    """Random brightness, contrast and saturation per sample of a (B, 3, H, W) batch in [0, 1], on its device.
+
+    Each factor is drawn uniformly from ``[1 - strength, 1 + strength]`` (torchvision's ``ColorJitter`` convention) and
+    the jitter is applied to a sample with probability ``p``. This is the colour-jitter row of the SSPL supplement's
+    augmentation pool (Table S3: 0.4 / 0.4 / 0.4 / 0.1 hue, p = 0.8), without the hue term; SSPL's default views do
+    not use it.
+    """
+    if not 0.0 <= strength < 1.0:
+        raise ValueError(f"strength must be in [0, 1), got {strength}")
+    b = images.shape[0]
+
+    def factor() -> Tensor:
+        u = torch.rand(b, 1, 1, 1, device=images.device, generator=generator).to(images.dtype)
+        return 1.0 + strength * (2 * u - 1)
+
+    apply = torch.rand(b, 1, 1, 1, device=images.device, generator=generator) < p
+    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+    out = (images * factor()).clamp(0.0, 1.0)  # brightness
+    mean = (out * weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    out = ((out - mean) * factor() + mean).clamp(0.0, 1.0)  # contrast
+    grey = (out * weights).sum(dim=1, keepdim=True)
+    out = ((out - grey) * factor() + grey).clamp(0.0, 1.0)  # saturation
+    return torch.where(apply, out, images)

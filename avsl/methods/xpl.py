@@ -1,0 +1,354 @@
+"""XPL: cross pseudo-labeling for semi-supervised audio-visual source localization (Guo et al., ICASSP 2024).
+
+No code of the paper is public and its full text could not be read: what follows implements the mechanisms of the
+paper's framework figure and abstract (two peer models, soft pseudo-labels with sharpening and PL-EMA, curriculum data
+selection by the agreement of the two models' maps, cross supervision, an audio-visual contrastive loss, supervision
+on labeled pairs), and chooses everything the paper leaves open. ``docs/methods/xpl.md`` lists which is which.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from avsl.losses import heatmap_bce, minmax_normalize
+from avsl.methods.base import LocalizationMethod
+from avsl.methods.ezvsl import EZVSL
+from avsl.nn.banks import (
+    PseudoLabelBank,
+    crop_flip,
+    crop_flip_params,
+    ema_update,
+    hash_ids,
+    jitter_brightness_contrast,
+    map_agreement,
+    map_confidence,
+    selection_fraction,
+    sharpen,
+    sigmoid_rampup,
+    top_fraction_mask,
+)
+from avsl.types import AVBatch, TrainBatch
+
+__all__ = ["XPL"]
+
+_BANKS = ("bank_a", "bank_b", "reliability")
+
+
+class XPL(LocalizationMethod):
+    """Cross pseudo-labeling around two peer localization methods (EZ-VSL by default).
+
+    Every training step, on the unlabeled batch:
+
+    1. Both peers predict maps of the *un-augmented* frames (no gradient). Each map is min-max normalized to a
+       probability map, sharpened (``sharpen_temperature``) and blended into the peer's per-sample bank with PL-EMA
+       (``new = (1 - ema_momentum) * sharpened + ema_momentum * previous``). The agreement of the two probability
+       maps (``agreement``) is stored per sample too.
+    2. One strong augmentation (random crop, flip, brightness/contrast), drawn on the device with known parameters,
+       is applied to the frames; the banked pseudo-labels are warped with the same crop and flip.
+    3. Losses per peer k: the peer's own audio-visual contrastive loss on the augmented batch (``lambda_con``); the
+       cross loss, BCE between k's map on the augmented frames and the *other* peer's warped pseudo-label
+       (``lambda_cross``, after ``warmup_epochs``, with a sigmoid ramp-up over ``rampup_epochs``), averaged over the
+       samples that curriculum data selection keeps: those whose agreement lies in the top fraction of all banked
+       samples, a fraction that grows from ``select_start`` to 1 over ``select_ramp_epochs``; and, on the labeled
+       batch (also strongly augmented, ground truth warped alike), BCE between the upsampled probability map and
+       ``gt_map`` (``lambda_sup``).
+
+    Banks are updated from the un-augmented view so that they live in one frame however the view is augmented: the
+    dataset of the unlabeled set must therefore not augment (the XPL configs give it no ``augment``). Under DDP the
+    bank updates of all processes are all-gathered every step, so every process holds the same banks.
+
+    ``pseudo_labels="self"`` is the single-model ablation: only ``model_a`` is built and trained, on its own
+    pseudo-labels, with data selection by its own confidence (mean ``|2q - 1|``).
+
+    Args:
+        model_a: the first peer: any method whose ``forward`` gives maps and whose ``training_losses`` gives its
+            unsupervised loss on ``{"unlabeled": batch}``. None builds ``EZVSL()`` with its defaults. From Python,
+            the ``{"class_path", "init_args"}`` mapping of YAML is accepted too (as for SemiPL's ``base``).
+        model_b: the second peer. None builds an independently initialized copy of ``model_a``: the same class and
+            hyperparameters, constructed again with torch's CPU generator seeded by ``peer_seed`` (pretrained weights
+            are loaded again, freshly initialized parts differ).
+        peer_seed: seed of ``model_b``'s initialization; None draws it from torch's global generator, so it follows
+            ``seed_everything``.
+        pseudo_labels: ``"cross"`` (XPL) or ``"self"`` (one model trained on its own pseudo-labels).
+        sharpen_temperature: temperature T of the per-pixel sharpening (T < 1 sharpens).
+        ema_momentum: PL-EMA weight beta of the previous pseudo-label, in [0, 1).
+        agreement: how the two maps' agreement is measured: ``"iou"`` (binarized at 0.5) or ``"soft_iou"``.
+        select_start: fraction of unlabeled samples selected in the first epoch of cross supervision.
+        select_ramp_epochs: epochs over which the selected fraction grows linearly to 1.
+        warmup_epochs: epochs without the cross loss (supervised and contrastive losses only); banks fill meanwhile.
+        rampup_epochs: epochs of the sigmoid ramp-up of the cross-loss weight after the warm-up.
+        lambda_sup: weight of the supervised loss (> 0 needs a labeled set).
+        lambda_cross: weight of the cross (pseudo-label) loss.
+        lambda_con: weight of the peers' own contrastive losses.
+        strong_crop: smallest side of the random square crop, as a fraction of the frame side (1 disables).
+        strong_flip: probability of a horizontal flip.
+        strong_jitter: strength of the random brightness and contrast change (0 disables).
+        eval_model: which map evaluation and inference use: ``"a"``, ``"b"`` or ``"mean"`` (the average of the two
+            maps, each mapped to [0, 1] by its peer's ``score_range``).
+        eval_protocol, lr, weight_decay: see :class:`LocalizationMethod`; ``lr`` and ``weight_decay`` apply to both
+            peers (one Adam over all parameters; the peers' own ``lr`` arguments are not used).
+    """
+
+    score_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
+
+    def __init__(
+        self,
+        model_a: LocalizationMethod | None = None,
+        model_b: LocalizationMethod | None = None,
+        peer_seed: int | None = None,
+        pseudo_labels: Literal["cross", "self"] = "cross",
+        sharpen_temperature: float = 0.5,
+        ema_momentum: float = 0.9,
+        agreement: Literal["iou", "soft_iou"] = "iou",
+        select_start: float = 0.2,
+        select_ramp_epochs: int = 10,
+        warmup_epochs: int = 5,
+        rampup_epochs: int = 5,
+        lambda_sup: float = 1.0,
+        lambda_cross: float = 1.0,
+        lambda_con: float = 1.0,
+        strong_crop: float = 0.8,
+        strong_flip: float = 0.5,
+        strong_jitter: float = 0.2,
+        eval_model: Literal["a", "b", "mean"] = "mean",
+        eval_protocol: str = "ezvsl",
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
+        self.save_hyperparameters(ignore=["model_a", "model_b"])
+        if pseudo_labels not in ("cross", "self"):
+            raise ValueError(f"pseudo_labels must be 'cross' or 'self', got {pseudo_labels!r}")
+        if eval_model not in ("a", "b", "mean"):
+            raise ValueError(f"eval_model must be 'a', 'b' or 'mean', got {eval_model!r}")
+        if pseudo_labels == "self" and (model_b is not None or eval_model != "a"):
+            raise ValueError("pseudo_labels='self' trains model_a alone: leave model_b unset and use eval_model='a'")
+        if sharpen_temperature <= 0:
+            raise ValueError(f"sharpen_temperature must be positive, got {sharpen_temperature}")
+        if not 0.0 <= ema_momentum < 1.0:
+            raise ValueError(f"ema_momentum must be in [0, 1), got {ema_momentum}")
+        if agreement not in ("iou", "soft_iou"):
+            raise ValueError(f"agreement must be 'iou' or 'soft_iou', got {agreement!r}")
+        if not 0.0 <= select_start <= 1.0:
+            raise ValueError(f"select_start must be in [0, 1], got {select_start}")
+        if min(select_ramp_epochs, warmup_epochs, rampup_epochs) < 0:
+            raise ValueError("select_ramp_epochs, warmup_epochs and rampup_epochs must be >= 0")
+        if min(lambda_sup, lambda_cross, lambda_con) < 0:
+            raise ValueError("loss weights must be >= 0")
+        if not 0.0 < strong_crop <= 1.0 or not 0.0 <= strong_flip <= 1.0 or strong_jitter < 0:
+            raise ValueError("strong_crop must be in (0, 1], strong_flip in [0, 1] and strong_jitter >= 0")
+        self.pseudo_labels = pseudo_labels
+        self.sharpen_temperature = sharpen_temperature
+        self.ema_momentum = ema_momentum
+        self.agreement = agreement
+        self.select_start = select_start
+        self.select_ramp_epochs = select_ramp_epochs
+        self.warmup_epochs = warmup_epochs
+        self.rampup_epochs = rampup_epochs
+        self.lambda_sup = lambda_sup
+        self.lambda_cross = lambda_cross
+        self.lambda_con = lambda_con
+        self.strong_crop = strong_crop
+        self.strong_flip = strong_flip
+        self.strong_jitter = strong_jitter
+        self.eval_model = eval_model
+
+        # Built by LightningCLI, the hyperparameters are the parsed config (lightning.pytorch.cli._InstantiatorFn),
+        # where the peers are plain {class_path, init_args} mappings: keep those too, so that load_from_checkpoint
+        # rebuilds the peers (`ignore` dropped them). The same instantiator hands this wrapper's config to the peers
+        # it built, as their hparams; their own arguments are taken back from the config below.
+        specs: dict[str, Mapping[str, Any]] = {}
+        if "_instantiator" in self.hparams:
+            self.save_hyperparameters()
+            specs = {k: v for k in ("model_a", "model_b") if isinstance(v := self.hparams.get(k), Mapping)}
+        if isinstance(model_a, Mapping):
+            model_a = _build_peer(model_a)
+        if isinstance(model_b, Mapping):
+            model_b = _build_peer(model_b)
+        model_a = EZVSL() if model_a is None else model_a
+        if not isinstance(model_a, LocalizationMethod):
+            raise TypeError(f"model_a must be a LocalizationMethod, got {type(model_a).__name__}")
+        if model_b is not None and not isinstance(model_b, LocalizationMethod):
+            raise TypeError(f"model_b must be a LocalizationMethod, got {type(model_b).__name__}")
+        for name, peer in (("model_a", model_a), ("model_b", model_b)):
+            if name in specs and peer is not None:
+                peer.hparams.clear()
+                peer.hparams.update(dict(specs[name].get("init_args") or {}))
+        if pseudo_labels == "cross" and model_b is None:
+            model_b = _fresh_copy(model_a, peer_seed)
+        self.model_a = model_a
+        self.model_b = model_b
+
+        self.bank_a = PseudoLabelBank()
+        self.bank_b = PseudoLabelBank()
+        self.reliability = PseudoLabelBank()
+        # The banks are kept equal on every process by an all-gather of each step's updates (see _sync_updates);
+        # DDP's default broadcast of buffers from rank 0 before every forward would resend whole banks each step.
+        self._ddp_params_and_buffers_to_ignore = [f"{bank}.{buf}" for bank in _BANKS for buf in ("keys", "values")]
+
+    # ------------------------------------------------------------------------------------------------ inference
+    def _peers(self) -> list[tuple[str, LocalizationMethod]]:
+        peers = [("a", self.model_a)]
+        if self.model_b is not None:
+            peers.append(("b", self.model_b))
+        return peers
+
+    @staticmethod
+    def _unit_map(peer: LocalizationMethod, image: Tensor, audio: Tensor) -> Tensor:
+        lo, hi = peer.score_range
+        raw: Tensor = peer(image, audio)
+        return (raw - lo) / (hi - lo)
+
+    def forward(self, image: Tensor, audio: Tensor) -> Tensor:
+        """Maps (B, h, w) in [0, 1] of the peer(s) chosen by ``eval_model`` (raw scores mapped by ``score_range``)."""
+        if self.eval_model == "a" or self.model_b is None:
+            return self._unit_map(self.model_a, image, audio)
+        if self.eval_model == "b":
+            return self._unit_map(self.model_b, image, audio)
+        a = self._unit_map(self.model_a, image, audio)
+        b = _resize_like(self._unit_map(self.model_b, image, audio), a)
+        return 0.5 * (a + b)
+
+    def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
+        """The interpolation declared by the evaluated peer (model A's for ``"mean"``)."""
+        peer = self.model_b if self.eval_model == "b" and self.model_b is not None else self.model_a
+        return peer.upsample(raw, size)
+
+    # ------------------------------------------------------------------------------------------------ training
+    def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
+        if self.lambda_sup > 0 and "labeled" not in batch:
+            raise ValueError(
+                "XPL's supervised loss needs labeled data: give AVDataModule a 'labeled' set (e.g. "
+                "`-c data/synthav_semi`, `-c data/flickr_semi`), or set lambda_sup=0 to train without labels"
+            )
+        data = batch["unlabeled"]
+        image, audio = data["image"], data["audio"]
+        keys = hash_ids(data["sample_id"], image.device)
+        peers = self._peers()
+        epoch = self.current_epoch
+
+        with torch.no_grad():
+            probs = {name: minmax_normalize(peer(image, audio).float()) for name, peer in peers}
+            labels = {name: sharpen(p, self.sharpen_temperature) for name, p in probs.items()}
+            if self.model_b is not None:
+                score = map_agreement(probs["a"], _resize_like(probs["b"], probs["a"]), self.agreement)
+            else:
+                score = map_confidence(labels["a"])
+            self._update_banks(keys, labels, score)
+
+        losses: dict[str, Tensor] = {}
+        params = crop_flip_params(image.shape[0], self.strong_crop, self.strong_flip, image.device)
+        strong = jitter_brightness_contrast(crop_flip(image, params), self.strong_jitter)
+        cross_weight = 0.0
+        if epoch >= self.warmup_epochs:
+            cross_weight = self.lambda_cross * sigmoid_rampup(epoch - self.warmup_epochs + 1, self.rampup_epochs)
+        selected = torch.ones(image.shape[0], dtype=torch.bool, device=image.device)
+        if cross_weight > 0:
+            fraction = selection_fraction(epoch - self.warmup_epochs, self.select_start, self.select_ramp_epochs)
+            own_score, _ = self.reliability.read(keys)
+            selected = top_fraction_mask(own_score, self.reliability.values, fraction)
+            if self._trainer is not None:
+                self.log("train/selected", selected.float().mean(), batch_size=image.shape[0])
+        if self._trainer is not None:
+            self.log("train/reliability", score.mean(), batch_size=image.shape[0])
+
+        for name, peer in peers:
+            if self.lambda_con > 0:
+                strong_batch: AVBatch = {**data, "image": strong}
+                for term, value in peer.training_losses({"unlabeled": strong_batch}).items():
+                    losses[f"{name}_{term}"] = self.lambda_con * value
+            if cross_weight > 0:
+                source = self.bank_a if self.pseudo_labels == "self" or name == "b" else self.bank_b
+                stored, _ = source.read(keys)
+                target = crop_flip(stored[:, None], params)[:, 0]
+                pred = minmax_normalize(peer(strong, audio).float())
+                target = _resize_like(target, pred)
+                losses[f"{name}_cross"] = cross_weight * heatmap_bce(pred, target, weight=selected.float())
+            if self.lambda_sup > 0:
+                losses[f"{name}_sup"] = self.lambda_sup * self._supervised(peer, batch["labeled"])
+        return losses
+
+    def _supervised(self, peer: LocalizationMethod, labeled: AVBatch) -> Tensor:
+        if "gt_map" not in labeled:
+            raise ValueError("XPL's labeled batches need 'gt_map' (give the labeled dataset its annotations)")
+        image, gt = labeled["image"], labeled["gt_map"].float()
+        params = crop_flip_params(image.shape[0], self.strong_crop, self.strong_flip, image.device)
+        image = jitter_brightness_contrast(crop_flip(image, params), self.strong_jitter)
+        gt = crop_flip(gt[:, None], params)[:, 0]
+        raw = peer(image, labeled["audio"]).float()
+        prob = minmax_normalize(peer.upsample(raw, (gt.shape[-2], gt.shape[-1])))
+        return heatmap_bce(prob, gt)
+
+    def _update_banks(self, keys: Tensor, labels: dict[str, Tensor], score: Tensor) -> None:
+        """PL-EMA update of every peer's bank and the stored reliability, with the updates of all processes."""
+        names = sorted(labels)
+        gathered = self._sync_updates(keys, score, *(labels[n] for n in names))
+        all_keys, all_score, all_labels = gathered[0], gathered[1], gathered[2:]
+        for name, new in zip(names, all_labels):
+            bank = self.bank_a if name == "a" else self.bank_b
+            if len(bank):
+                previous, seen = bank.read(all_keys)
+                new = ema_update(previous.to(new.dtype), new, self.ema_momentum, seen)
+            bank.write(all_keys, new)
+        self.reliability.write(all_keys, all_score)
+
+    def _sync_updates(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        """All-gather rows (B_r, ...) from every process in rank order (batch sizes may differ across processes)."""
+        world = self.trainer.world_size if self._trainer is not None else 1
+        if world == 1:
+            return tensors
+        size = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
+        sizes = [int(s) for s in torch.as_tensor(self.all_gather(size)).flatten().tolist()]
+        longest = max(sizes)
+        out = []
+        for t in tensors:
+            padded = torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])])
+            rows = torch.as_tensor(self.all_gather(padded))  # (world, longest, ...)
+            out.append(torch.cat([rows[r, : sizes[r]] for r in range(world)]))
+        return tuple(out)
+
+
+def _resize_like(x: Tensor, ref: Tensor) -> Tensor:
+    if x.shape[-2:] == ref.shape[-2:]:
+        return x
+    return F.interpolate(x[:, None], size=ref.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+
+def _init_args(module: LocalizationMethod) -> dict[str, object]:
+    # Keys with a leading underscore are LightningCLI bookkeeping (`_instantiator`, `_class_path`), not arguments.
+    return {k: v for k, v in module.hparams.items() if not str(k).startswith("_")}
+
+
+def _build_peer(spec: Mapping[str, Any]) -> LocalizationMethod:
+    """A peer from its YAML form, ``{"class_path": "pkg.Class", "init_args": {...}}``."""
+    target = spec.get("class_path")
+    if not isinstance(target, str) or "." not in target:
+        raise ValueError(f"a peer given as a mapping needs a dotted 'class_path', got keys {sorted(spec)}")
+    module_name, _, class_name = target.rpartition(".")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
+        raise ValueError(f"{target} is not a LocalizationMethod")
+    return cls(**dict(spec.get("init_args") or {}))
+
+
+def _fresh_copy(model: LocalizationMethod, seed: int | None) -> LocalizationMethod:
+    """A new instance of ``model``'s class with its hyperparameters, initialized from CPU generator seed ``seed``."""
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        try:
+            # An empty context: while LightningCLI instantiates the wrapper, a context variable hands the wrapper's
+            # configuration to every save_hyperparameters() call, which would give the copy the wrapper's hparams.
+            return contextvars.Context().run(type(model), **_init_args(model))
+        except TypeError as err:
+            raise ValueError(
+                f"cannot rebuild {type(model).__name__} from its hyperparameters ({err}); pass model_b explicitly"
+            ) from None
