@@ -113,3 +113,14 @@ def test_sample_rate_is_linked_from_the_data_config() -> None:
     assert cli.model.audio.frontend.sample_rate == 8000
     with pytest.raises(ValueError, match="disagree on sample_rate"):
         AVSLCLI(["-c", "ezvsl", "-c", "synthav", "--data.init_args.val.init_args.sample_rate=8000"], run=False)
+
+
+def test_sample_rate_is_linked_into_nested_methods() -> None:
+    """A wrapper's inner methods (SemiPL's base, XPL's peers) get the data's rate too, not only the top level."""
+    from avsl.cli import AVSLCLI
+
+    roles = ("unlabeled", "val", "test", "labeled")
+    rates = [f"--data.init_args.{role}.init_args.sample_rate=8000" for role in roles]
+    cli = AVSLCLI(["-c", "semipl_synthav", "-c", "synthav", *rates], run=False)
+    assert cli.model.base.audio.frontend.sample_rate == 8000
+    assert cli.model.base.hparams.sample_rate == 8000

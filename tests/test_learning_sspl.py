@@ -35,6 +35,7 @@ def _fit(model: LocalizationMethod, data: AVDataModule, root: Path) -> None:
     trainer = pl.Trainer(
         max_epochs=EPOCHS,
         accelerator="cpu",
+        limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
