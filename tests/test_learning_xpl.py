@@ -1,5 +1,5 @@
 """XPL learns on SynthAV with 5 % labels: against its base method trained without labels and against single-model
-pseudo-labeling (slow: several CPU minutes; the figures are in docs/methods/xpl.md).
+pseudo-labeling, the latter over three seeds (slow: about 20 CPU minutes; the figures are in docs/methods/xpl.md).
 
 Run: ``pytest -m slow tests/test_learning_xpl.py -s`` (prints the table).
 """
@@ -18,7 +18,7 @@ from avsl.data import AVDataModule, JointRandomCropFlip, SynthAV, split_labeled
 from avsl.evaluate import centre_gaussian, evaluate
 from avsl.methods import EZVSL, LocalizationMethod
 from avsl.methods.xpl import XPL
-from avsl.types import AVSample
+from avsl.types import AVBatch, AVSample
 
 SIZE = 96  # frames of 96 px keep three trainings within minutes on two CPU cores
 CLIPS = 800  # the annotated pool: 5 % labeled (40 clips), the rest unlabeled
@@ -123,13 +123,48 @@ def test_xpl_beats_its_base_without_labels(results: dict[str, dict[str, float]])
     assert xpl["sspl/mean_ciou"] >= base["sspl/mean_ciou"] + 0.02
 
 
+EXTRA_SEEDS = (1, 2)  # seed 0 is the comparison above
+
+
+def _xpl_and_single(seed: int) -> dict[str, dict[str, float]]:
+    """Single-model pseudo-labeling and XPL on the same clips, both started from ``seed``."""
+    annotated = SynthAV(num_clips=CLIPS, seed=0, image_size=SIZE)
+    labeled, unlabeled = split_labeled(annotated, LABELED_FRACTION, seed=0)
+    test = DataLoader(SynthAV(num_clips=TEST_CLIPS, seed=2, image_size=SIZE), batch_size=100)
+    out = {}
+    variants: dict[str, dict[str, Any]] = {"single-model PL": {"pseudo_labels": "self", "eval_model": "a"}, "XPL": {}}
+    for name, kwargs in variants.items():
+        pl.seed_everything(seed)
+        model = XPL(EZVSL(**PEER), **kwargs, **XPL_ARGS)
+        _fit(model, unlabeled, labeled)
+
+        def maps(batch: AVBatch, model: XPL = model) -> torch.Tensor:
+            return model.localize(batch["image"], batch["audio"])
+
+        out[name] = evaluate(maps, test, protocols=("sspl",))
+    return out
+
+
+@pytest.fixture(scope="module")
+def seeds(results: dict[str, dict[str, float]]) -> list[dict[str, dict[str, float]]]:
+    runs = [{"single-model PL": results["single-model PL"], "XPL": results["XPL (mean of A and B)"]}]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs += [_xpl_and_single(seed) for seed in EXTRA_SEEDS]
+    finally:
+        torch.set_num_threads(threads)
+    keys = ("sspl/ciou", "sspl/mean_ciou")
+    print("\n" + json.dumps([{n: {k: round(r[k], 3) for k in keys} for n, r in run.items()} for run in runs], indent=1))
+    return runs
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="not established on SynthAV at CPU scale: XPL and single-model pseudo-labeling are within run-to-run "
-    "noise of each other (docs/methods/xpl.md, Results)",
-    strict=False,
-)
-def test_xpl_beats_single_model_pseudo_labels(results: dict[str, dict[str, float]]) -> None:
-    xpl, single = results["XPL (mean of A and B)"], results["single-model PL"]
-    assert xpl["sspl/ciou"] >= single["sspl/ciou"] + 0.03
-    assert xpl["sspl/mean_ciou"] >= single["sspl/mean_ciou"] + 0.02
+def test_xpl_beats_single_model_pseudo_labels(seeds: list[dict[str, dict[str, float]]]) -> None:
+    # Single runs of these small models vary by about 0.1 cIoU@0.5, so one run cannot separate the two: XPL must lead
+    # on every seed and on average (measured over seeds 0-3: +0.09 to +0.23 cIoU@0.5, +0.05 to +0.11 mean cIoU).
+    margins = [run["XPL"]["sspl/ciou"] - run["single-model PL"]["sspl/ciou"] for run in seeds]
+    mean_margins = [run["XPL"]["sspl/mean_ciou"] - run["single-model PL"]["sspl/mean_ciou"] for run in seeds]
+    assert min(margins) > 0, margins
+    assert sum(margins) / len(margins) >= 0.05, margins
+    assert sum(mean_margins) / len(mean_margins) >= 0.03, mean_margins
