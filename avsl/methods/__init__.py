@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from avsl.methods.base import LocalizationMethod
+from avsl.methods.base import LocalizationMethod, import_method
 from avsl.methods.ezvsl import EZVSL
 from avsl.methods.semipl import SemiPL
 from avsl.methods.sspl import SSPL
@@ -55,8 +54,7 @@ def load_method(checkpoint_path: str | Path, map_location: str | torch.device = 
 
 
 def _import_method(target: str, path: Path) -> type[LocalizationMethod]:
-    module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
-        raise ValueError(f"{path}: {target} is not a LocalizationMethod")
-    return cls
+    try:
+        return import_method(target)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

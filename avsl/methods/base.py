@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -13,7 +15,7 @@ from avsl.losses import minmax_normalize
 from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU
 from avsl.types import AVBatch, TrainBatch
 
-__all__ = ["LocalizationMethod"]
+__all__ = ["LocalizationMethod", "adopt_cli_init_args", "build_method", "import_method"]
 
 
 class LocalizationMethod(pl.LightningModule):
@@ -156,3 +158,43 @@ class LocalizationMethod(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.input_geometry = dict(checkpoint.get("avsl_input_geometry", {}))
+
+
+# ---------------------------------------------------------------------------------------------------- wrappers
+# Methods that take other methods as arguments (SemiPL's base, XPL's peers) share these three helpers.
+
+
+def import_method(target: str) -> type[LocalizationMethod]:
+    """The :class:`LocalizationMethod` subclass at the dotted import path ``target`` (``"pkg.module.Class"``)."""
+    module_name, _, class_name = target.rpartition(".")
+    if not module_name:
+        raise ValueError(f"{target!r} is not a dotted import path ('pkg.module.Class')")
+    cls = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
+        raise ValueError(f"{target} is not a LocalizationMethod")
+    return cls
+
+
+def build_method(spec: Mapping[str, Any]) -> LocalizationMethod:
+    """A method from its YAML form, ``{"class_path": "pkg.Class", "init_args": {...}}``."""
+    target = spec.get("class_path")
+    if not isinstance(target, str) or "." not in target:
+        raise ValueError(f"a method given as a mapping needs a dotted 'class_path', got keys {sorted(spec)}")
+    return import_method(target)(**dict(spec.get("init_args") or {}))
+
+
+def adopt_cli_init_args(wrapper: LocalizationMethod, children: Mapping[str, LocalizationMethod | None]) -> None:
+    """Give the inner methods of a wrapper built by LightningCLI their own arguments back as hyperparameters.
+
+    While LightningCLI instantiates a wrapper, a context variable hands the wrapper's parsed config to every
+    ``save_hyperparameters()`` call (``lightning.pytorch.cli._InstantiatorFn``), so the inner methods it builds from
+    YAML record the *wrapper's* config. The wrapper's own hyperparameters then hold each inner method as its
+    ``{class_path, init_args}`` mapping (when the wrapper saved them, see SemiPL and XPL); this takes each child's
+    ``init_args`` from there. Outside LightningCLI the wrapper ignores its children in ``save_hyperparameters`` and
+    this does nothing.
+    """
+    for name, child in children.items():
+        spec = wrapper.hparams.get(name)
+        if child is not None and isinstance(spec, Mapping):
+            child.hparams.clear()
+            child.hparams.update(dict(spec.get("init_args") or {}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -10,22 +9,10 @@ import torch
 from torch import Tensor
 
 from avsl.losses import heatmap_bce, heatmap_mse, minmax_normalize
-from avsl.methods.base import LocalizationMethod
+from avsl.methods.base import LocalizationMethod, adopt_cli_init_args, build_method
 from avsl.types import AVBatch, TrainBatch
 
 __all__ = ["SemiPL"]
-
-
-def _build(spec: Mapping[str, Any]) -> LocalizationMethod:
-    """A method from a ``{"class_path": ..., "init_args": {...}}`` mapping, the form it takes in YAML."""
-    target = spec.get("class_path")
-    if not isinstance(target, str):
-        raise ValueError(f"a base method given as a mapping needs a 'class_path', got keys {sorted(spec)}")
-    module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
-        raise ValueError(f"{target} is not a LocalizationMethod")
-    return cls(**dict(spec.get("init_args") or {}))
 
 
 def _concat(a: AVBatch, b: AVBatch) -> AVBatch:
@@ -74,7 +61,7 @@ class SemiPL(LocalizationMethod):
         eval_protocol: str = "sspl",
     ) -> None:
         if isinstance(base, Mapping):
-            base = _build(base)
+            base = build_method(base)
         if not isinstance(base, LocalizationMethod):
             raise TypeError(f"base must be a LocalizationMethod, got {type(base).__name__}")
         if sup_loss not in ("bce", "mse"):
@@ -86,14 +73,10 @@ class SemiPL(LocalizationMethod):
         self.save_hyperparameters(ignore=["base"])
         # Built by LightningCLI, the hyperparameters are the parsed config (lightning.pytorch.cli._InstantiatorFn), in
         # which the base is a plain {class_path, init_args} mapping: keep it, so that load_from_checkpoint rebuilds the
-        # base (`ignore` dropped it). The same instantiator gives the base this wrapper's config as its hparams; its
-        # own arguments are taken back from the mapping. (XPL does the same for its peers.)
+        # base (`ignore` dropped it), and give the base its own arguments back from it.
         if "_instantiator" in self.hparams:
             self.save_hyperparameters()
-            spec = self.hparams.get("base")
-            if isinstance(spec, Mapping):
-                base.hparams.clear()
-                base.hparams.update(dict(spec.get("init_args") or {}))
+        adopt_cli_init_args(self, {"base": base})
         self.base = base
         self.lambda_sup, self.lambda_unsup = lambda_sup, lambda_unsup
         self.sup_loss = sup_loss

@@ -9,16 +9,15 @@ on labeled pairs), and chooses everything the paper leaves open. ``docs/methods/
 from __future__ import annotations
 
 import contextvars
-import importlib
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from avsl.losses import heatmap_bce, minmax_normalize
-from avsl.methods.base import LocalizationMethod
+from avsl.methods.base import LocalizationMethod, adopt_cli_init_args, build_method
 from avsl.methods.ezvsl import EZVSL
 from avsl.nn.banks import (
     PseudoLabelBank,
@@ -162,25 +161,19 @@ class XPL(LocalizationMethod):
 
         # Built by LightningCLI, the hyperparameters are the parsed config (lightning.pytorch.cli._InstantiatorFn),
         # where the peers are plain {class_path, init_args} mappings: keep those too, so that load_from_checkpoint
-        # rebuilds the peers (`ignore` dropped them). The same instantiator hands this wrapper's config to the peers
-        # it built, as their hparams; their own arguments are taken back from the config below.
-        specs: dict[str, Mapping[str, Any]] = {}
+        # rebuilds the peers (`ignore` dropped them). The peers get their own arguments back from them below.
         if "_instantiator" in self.hparams:
             self.save_hyperparameters()
-            specs = {k: v for k in ("model_a", "model_b") if isinstance(v := self.hparams.get(k), Mapping)}
         if isinstance(model_a, Mapping):
-            model_a = _build_peer(model_a)
+            model_a = build_method(model_a)
         if isinstance(model_b, Mapping):
-            model_b = _build_peer(model_b)
+            model_b = build_method(model_b)
         model_a = EZVSL() if model_a is None else model_a
         if not isinstance(model_a, LocalizationMethod):
             raise TypeError(f"model_a must be a LocalizationMethod, got {type(model_a).__name__}")
         if model_b is not None and not isinstance(model_b, LocalizationMethod):
             raise TypeError(f"model_b must be a LocalizationMethod, got {type(model_b).__name__}")
-        for name, peer in (("model_a", model_a), ("model_b", model_b)):
-            if name in specs and peer is not None:
-                peer.hparams.clear()
-                peer.hparams.update(dict(specs[name].get("init_args") or {}))
+        adopt_cli_init_args(self, {"model_a": model_a, "model_b": model_b})
         if pseudo_labels == "cross" and model_b is None:
             model_b = _fresh_copy(model_a, peer_seed)
         self.model_a = model_a
@@ -324,18 +317,6 @@ def _resize_like(x: Tensor, ref: Tensor) -> Tensor:
 def _init_args(module: LocalizationMethod) -> dict[str, object]:
     # Keys with a leading underscore are LightningCLI bookkeeping (`_instantiator`, `_class_path`), not arguments.
     return {k: v for k, v in module.hparams.items() if not str(k).startswith("_")}
-
-
-def _build_peer(spec: Mapping[str, Any]) -> LocalizationMethod:
-    """A peer from its YAML form, ``{"class_path": "pkg.Class", "init_args": {...}}``."""
-    target = spec.get("class_path")
-    if not isinstance(target, str) or "." not in target:
-        raise ValueError(f"a peer given as a mapping needs a dotted 'class_path', got keys {sorted(spec)}")
-    module_name, _, class_name = target.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
-        raise ValueError(f"{target} is not a LocalizationMethod")
-    return cls(**dict(spec.get("init_args") or {}))
 
 
 def _fresh_copy(model: LocalizationMethod, seed: int | None) -> LocalizationMethod:
