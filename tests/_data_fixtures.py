@@ -151,3 +151,24 @@ def write_video(
             for packet in astream.encode(None):
                 container.mux(packet)
     return path
+
+
+def write_s4_tree(tmp_path: Path) -> Path:
+    """AVSBench ``Single-source/`` with one train, one val and one test video: 5 frames each, masks on every test and
+    val frame and on the first train frame (the published layout), 5-s audio."""
+    root = tmp_path / "Single-source"
+    data = root / "s4_data"
+    rows = [("vidT", "dog_barking", "train"), ("vidV", "helicopter", "val"), ("vidA", "dog_barking", "test")]
+    root.mkdir(parents=True)
+    (root / "s4_meta_data.csv").write_text(
+        "name,start_time,category,split\n" + "".join(f"{n},0,{c},{s}\n" for n, c, s in rows)
+    )
+    mask = np.zeros((24, 24), dtype=np.uint8)
+    mask[4:16, 6:20] = 1
+    for n, (name, cat, split) in enumerate(rows):
+        for k in range(1, 6):
+            write_image(data / "visual_frames" / split / cat / name / f"{name}_{k}.png", 24, 24, seed=10 * n + k)
+            if split != "train" or k == 1:
+                write_mask(data / "gt_masks" / split / cat / name / f"{name}_{k}.png", mask, mode="1")
+        write_wav(data / "audio_wav" / split / cat / f"{name}.wav", seconds=5.0)
+    return root

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from avsl.cli import main
 from avsl.data import splits
-from tests._data_fixtures import write_image, write_mask, write_pair, write_split, write_wav
+from tests._data_fixtures import write_image, write_pair, write_s4_tree, write_split, write_wav
 from tests.test_cli_lightning import TINY_TRAINER, _tiny_model
 
 ROLES = ("unlabeled", "val", "test")
@@ -48,21 +47,7 @@ def test_box_benchmark_configs(config: str, annotations: str, tmp_path: Path) ->
 
 
 def test_avsbench_s4_config(tmp_path: Path) -> None:
-    root = tmp_path / "Single-source"
-    data = root / "s4_data"
-    rows = [("vidA", "dog_barking", "test"), ("vidB", "helicopter", "val"), ("vidT", "dog_barking", "train")]
-    root.mkdir(parents=True)
-    (root / "s4_meta_data.csv").write_text(
-        "name,start_time,category,split\n" + "".join(f"{n},0,{c},{s}\n" for n, c, s in rows)
-    )
-    mask = np.zeros((24, 24), dtype=np.uint8)
-    mask[4:16, 6:20] = 1
-    for n, (name, cat, split) in enumerate(rows):
-        for k in range(1, 6):
-            write_image(data / "visual_frames" / split / cat / name / f"{name}_{k}.png", 24, 24, seed=10 * n + k)
-            if split != "train" or k == 1:
-                write_mask(data / "gt_masks" / split / cat / name / f"{name}_{k}.png", mask, mode="1")
-        write_wav(data / "audio_wav" / split / cat / f"{name}.wav", seconds=5.0)
+    root = write_s4_tree(tmp_path)
     args = ["fit", "-c", "ezvsl", "-c", "avsbench_s4", *_common(tmp_path)]
     for role in ROLES:
         args += _role_args(role, root=root, image_size=64)

@@ -63,16 +63,20 @@ def _fit(model: LocalizationMethod, unlabeled: Dataset[AVSample], labeled: Datas
     model.eval()
 
 
+def _splits() -> tuple[Subset[AVSample], Subset[AVSample], DataLoader[AVSample]]:
+    """The labeled 5 % and the unlabeled rest of the annotated pool, and the test loader (the same in every run)."""
+    labeled, unlabeled = split_labeled(SynthAV(num_clips=CLIPS, seed=0, image_size=SIZE), LABELED_FRACTION, seed=0)
+    return labeled, unlabeled, DataLoader(SynthAV(num_clips=TEST_CLIPS, seed=2, image_size=SIZE), batch_size=100)
+
+
 def run_comparison() -> dict[str, dict[str, float]]:
     """Train the three methods on the same clips and evaluate them and the centre baseline on the same test set."""
-    annotated = SynthAV(num_clips=CLIPS, seed=0, image_size=SIZE)
-    labeled, unlabeled = split_labeled(annotated, LABELED_FRACTION, seed=0)
+    labeled, unlabeled, test = _splits()
     # EZ-VSL trains as usual, with the dataset's random crop and flip; XPL augments on the device (its banks need the
     # un-augmented frames).
     augmented = Subset(
         SynthAV(num_clips=CLIPS, seed=0, image_size=SIZE, augment=JointRandomCropFlip()), unlabeled.indices
     )
-    test = DataLoader(SynthAV(num_clips=TEST_CLIPS, seed=2, image_size=SIZE), batch_size=100)
 
     def score(model: LocalizationMethod) -> dict[str, float]:
         return evaluate(lambda b: model.localize(b["image"], b["audio"]), test, protocols=("sspl", "ezvsl"))
@@ -128,9 +132,7 @@ EXTRA_SEEDS = (1, 2)  # seed 0 is the comparison above
 
 def _xpl_and_single(seed: int) -> dict[str, dict[str, float]]:
     """Single-model pseudo-labeling and XPL on the same clips, both started from ``seed``."""
-    annotated = SynthAV(num_clips=CLIPS, seed=0, image_size=SIZE)
-    labeled, unlabeled = split_labeled(annotated, LABELED_FRACTION, seed=0)
-    test = DataLoader(SynthAV(num_clips=TEST_CLIPS, seed=2, image_size=SIZE), batch_size=100)
+    labeled, unlabeled, test = _splits()
     out = {}
     variants: dict[str, dict[str, Any]] = {"single-model PL": {"pseudo_labels": "self", "eval_model": "a"}, "XPL": {}}
     for name, kwargs in variants.items():

@@ -12,7 +12,7 @@ from avsl.cli import AVSLCLI, main, resolve_config
 from avsl.data import splits
 from avsl.methods import load_method
 from avsl.methods.uspl import USPL
-from tests._data_fixtures import write_image, write_mask, write_pair, write_split, write_wav
+from tests._data_fixtures import write_image, write_mask, write_pair, write_s4_tree, write_split, write_wav
 from tests.test_cli_lightning import TINY_DATA, TINY_TRAINER, _tiny_model
 
 
@@ -44,26 +44,6 @@ def test_uspl_synthav_config_runs_the_three_stages_through_the_cli(tmp_path: Pat
         assert 0.0 <= float(cli.trainer.callback_metrics[key]) <= 1.0
 
 
-def _s4_tree(tmp_path: Path) -> Path:
-    """AVSBench ``Single-source/`` with one train, one val and one test video (layout of tests/test_data_benchmarks)."""
-    root = tmp_path / "Single-source"
-    data = root / "s4_data"
-    rows = [("vidT", "dog_barking", "train"), ("vidV", "helicopter", "val"), ("vidA", "dog_barking", "test")]
-    root.mkdir(parents=True)
-    (root / "s4_meta_data.csv").write_text(
-        "name,start_time,category,split\n" + "".join(f"{n},0,{c},{s}\n" for n, c, s in rows)
-    )
-    mask = np.zeros((24, 24), dtype=np.uint8)
-    mask[4:16, 6:20] = 1
-    for n, (name, cat, split) in enumerate(rows):
-        for k in range(1, 6):
-            write_image(data / "visual_frames" / split / cat / name / f"{name}_{k}.png", 24, 24, seed=10 * n + k)
-            if split != "train" or k == 1:
-                write_mask(data / "gt_masks" / split / cat / name / f"{name}_{k}.png", mask, mode="1")
-        write_wav(data / "audio_wav" / split / cat / f"{name}.wav", seconds=5.0)
-    return root
-
-
 def _ms3_tree(tmp_path: Path) -> Path:
     """AVSBench ``Multi-sources/`` with one test video (palette masks)."""
     root = tmp_path / "Multi-sources"
@@ -92,7 +72,7 @@ def _benchmark_common(tmp_path: Path) -> list[str]:
 
 
 def test_uspl_on_avsbench_s4_and_ms3(tmp_path: Path) -> None:
-    s4 = _s4_tree(tmp_path)
+    s4 = write_s4_tree(tmp_path)
     common = ["-c", "uspl", "-c", "avsbench_s4", *_benchmark_common(tmp_path), *_roles(root=s4, image_size=64)]
     cli = AVSLCLI(["fit", *common])
     assert 0.0 <= float(cli.trainer.callback_metrics["val/miou"]) <= 1.0
