@@ -14,7 +14,7 @@ from avsl.methods.sspl import SSPL
 from avsl.methods.uspl import USPL
 from avsl.methods.xpl import XPL
 
-__all__ = ["EZVSL", "METHODS", "LocalizationMethod", "load_method"]
+__all__ = ["EZVSL", "METHODS", "SSPL", "USPL", "XPL", "LocalizationMethod", "SemiPL", "load_method"]
 
 # The literal list of shipped methods (explicit over magic). Adding a method touches this dict, the method's module,
 # its config in avsl/configs/methods/ and its docs page; tests/test_methods_contract.py checks the four agree.
