@@ -103,15 +103,10 @@ def run_comparison() -> dict[str, dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def results() -> dict[str, dict[str, float]]:
-    # One intra-op thread: faster than two on shared CPU cores for these small models (and how the figures in the docs
-    # were measured).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = run_comparison()
-    finally:
-        torch.set_num_threads(threads)
+def results(one_thread: None) -> dict[str, dict[str, float]]:
+    # One intra-op thread (tests/conftest.py): faster than two on shared CPU cores for these small models, and how the
+    # figures in the docs were measured.
+    out = run_comparison()
     keys = ("sspl/ciou", "sspl/auc", "sspl/mean_ciou", "ezvsl/ciou", "miou")
     print("\n" + json.dumps({name: {k: round(r[k], 3) for k in keys} for name, r in out.items()}, indent=1))
     return out
@@ -148,14 +143,9 @@ def _xpl_and_single(seed: int) -> dict[str, dict[str, float]]:
 
 
 @pytest.fixture(scope="module")
-def seeds(results: dict[str, dict[str, float]]) -> list[dict[str, dict[str, float]]]:
+def seeds(results: dict[str, dict[str, float]], one_thread: None) -> list[dict[str, dict[str, float]]]:
     runs = [{"single-model PL": results["single-model PL"], "XPL": results["XPL (mean of A and B)"]}]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        runs += [_xpl_and_single(seed) for seed in EXTRA_SEEDS]
-    finally:
-        torch.set_num_threads(threads)
+    runs += [_xpl_and_single(seed) for seed in EXTRA_SEEDS]
     keys = ("sspl/ciou", "sspl/mean_ciou")
     print("\n" + json.dumps([{n: {k: round(r[k], 3) for k in keys} for n, r in run.items()} for run in runs], indent=1))
     return runs

@@ -15,15 +15,9 @@ from avsl.methods import SSPL
 from avsl.nn.backbones import TinyCNN
 from avsl.nn.pcm import PredictiveCodingModule
 from avsl.nn.sspl import SSPLAudioEncoder, attention_map, attention_pool, random_color_jitter, random_crop_flip
+from tests.test_methods_contract import TINY as CONTRACT_TINY
 
-TINY: dict[str, Any] = {
-    "vision_backbone": "tiny_cnn",
-    "audio_backbone": "tiny_cnn",
-    "audio_frontend": "logmel",
-    "audio_hidden_dim": 32,
-    "proj_dim": 32,
-    "pred_hidden_dim": 16,
-}
+TINY: dict[str, Any] = CONTRACT_TINY["sspl"]  # small CNNs and embeddings, as in the contract test
 
 
 def _batch(n: int = 4, size: int = 64, samples: int = 8000) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -68,13 +67,7 @@ def train_batch(n: int = 4, labeled: bool = True) -> TrainBatch:
     return batch  # type: ignore[return-value]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny tensors: one intra-op thread avoids oversubscribing shared CPU cores (several times faster here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 # ------------------------------------------------------------------------------------------------ pure functions

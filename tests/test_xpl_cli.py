@@ -4,7 +4,6 @@ Flickr-SoundNet / VGG-SS data configs on tiny fixture trees in the benchmarks' l
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,13 +20,7 @@ from tests.test_methods_contract import TINY
 TINY_PEER = ["--model.init_args.model_a=" + json.dumps(TINY["xpl"]["model_a"])]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # Tiny tensors: one intra-op thread avoids oversubscribing shared CPU cores (several times faster here).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
 
 def _role(role: str, **values: object) -> list[str]:
