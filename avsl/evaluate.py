@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from avsl.losses import minmax_normalize
-from avsl.metrics import AVSBenchFScore, AVSBenchMIoU, CIoU
+from avsl.metrics import AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
 from avsl.types import AVBatch
 
 __all__ = ["centre_gaussian", "evaluate", "uniform"]
@@ -35,15 +35,19 @@ def evaluate(
     """Evaluate ``heatmap_fn`` (batch -> (B, H, W) scores at the ground truth's resolution) on ``batches``.
 
     Returns ``"<protocol>/ciou"``, ``"<protocol>/auc"`` and ``"<protocol>/mean_ciou"`` for every protocol with a
-    ``gt_map`` in the batches, and ``"miou"`` / ``"fscore"`` (AVSBench rules, dataset-level) when they carry masks.
+    ``gt_map`` in the batches, ``"pointing"`` (the pointing rate over samples with a non-empty GT, see
+    :class:`~avsl.metrics.Pointing`) on the same maps, and ``"miou"`` / ``"fscore"`` (AVSBench rules, dataset-level)
+    when they carry masks.
     """
     cious = {p: CIoU(protocol=p) for p in protocols}
+    pointing = Pointing()
     miou, fscore = AVSBenchMIoU(reduction="dataset"), AVSBenchFScore(reduction="dataset")
     for batch in batches:
         maps = heatmap_fn(batch).float().cpu()
         if "gt_map" in batch:
             for metric in cious.values():
                 metric.update(maps, batch["gt_map"].cpu(), batch["sample_id"])
+            pointing.update(maps, batch["gt_map"].cpu(), batch["sample_id"])
         if "mask" in batch:
             logits = torch.logit(minmax_normalize(maps).clamp(1e-6, 1 - 1e-6))
             miou.update(logits, batch["mask"].cpu(), batch["sample_id"])
@@ -52,6 +56,8 @@ def evaluate(
     for protocol, metric in cious.items():
         if metric.update_count:
             results.update({f"{protocol}/{k}": float(v) for k, v in metric.compute().items()})
+    if pointing.update_count:
+        results["pointing"] = float(pointing.compute()["pointing"])
     if miou.update_count:
         results["miou"] = float(miou.compute())
         results["fscore"] = float(fscore.compute())

@@ -2,14 +2,17 @@
 
 The test starts two worker processes running this file as a script (``python tests/test_metrics_ddp.py RANK ...``),
 waits for them with a timeout and kills them if they hang, so a failure can never hang the suite or leave orphans.
-7 samples on 2 ranks: the DistributedSampler gives each rank 4, repeating sample 0 as padding.
+7 samples on 2 ranks: the DistributedSampler gives each rank 4, repeating sample 0 as padding. Other test files
+reuse the launcher with their own metrics: ``run_two_processes(tmp_path, "tests.test_x:run_fn")``.
 """
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,6 +22,8 @@ import torch.nn.functional as tF
 NUM_SAMPLES = 7
 WORLD_SIZE = 2
 TIMEOUT_S = 120
+
+Results = dict[str, dict[str, torch.Tensor]]
 
 
 def make_data() -> dict[str, torch.Tensor]:
@@ -35,7 +40,7 @@ def make_data() -> dict[str, torch.Tensor]:
     return {"maps": maps, "gts": gts, "num_boxes": num_boxes, "logits": 3 * maps, "masks": masks}
 
 
-def run_metrics(indices: list[int]) -> dict[str, dict[str, torch.Tensor]]:
+def run_metrics(indices: list[int]) -> Results:
     """Update every metric with the samples ``indices`` in batches of 3 and return the computed results."""
     from avsl.metrics import AVSBenchFScore, AVSBenchMIoU, CIoU, ExtendedLocalization
 
@@ -59,21 +64,21 @@ def run_metrics(indices: list[int]) -> dict[str, dict[str, torch.Tensor]]:
         metrics["extended"].update(torch.sigmoid(maps), gts, data["num_boxes"][idx], ids)
         metrics["miou"].update(data["logits"][idx], data["masks"][idx], ids)
         metrics["fscore"].update(data["logits"][idx], data["masks"][idx], ids)
-    out: dict[str, dict[str, torch.Tensor]] = {}
+    out: Results = {}
     for name, metric in metrics.items():
         value = metric.compute()
         out[name] = value if isinstance(value, dict) else {"value": value}
     return out
 
 
-def _worker(rank: int, init_file: str, out_file: str) -> None:
+def _worker(rank: int, init_file: str, out_file: str, run: Callable[[list[int]], Results]) -> None:
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD_SIZE)
     try:
         sampler = DistributedSampler(range(NUM_SAMPLES), num_replicas=WORLD_SIZE, rank=rank, shuffle=False)
-        results = run_metrics(list(sampler))
+        results = run(list(sampler))
         if rank == 0:
             torch.save(results, out_file)
         dist.barrier()  # neither rank tears gloo down while the other still talks to it
@@ -81,12 +86,18 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
         dist.destroy_process_group()
 
 
-@pytest.mark.ddp
-def test_two_processes_match_one_process(tmp_path: Path) -> None:
+def run_two_processes(tmp_path: Path, runner: str | None = None) -> Results:
+    """Run ``runner`` on ``WORLD_SIZE`` gloo ranks, each given its DistributedSampler share of ``NUM_SAMPLES``.
+
+    ``runner`` is ``"module:function"``, importable from the repository root (``"tests.test_x:run_fn"``), taking the
+    list of sample indices and returning computed results; the default is this file's :func:`run_metrics`. Returns
+    rank 0's results (after ``compute()``, which syncs every rank). Fails the test if a worker fails or hangs.
+    """
     init_file, out_file = tmp_path / "init", tmp_path / "results.pt"
+    extra = [] if runner is None else [runner]
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, str(rank), str(init_file), str(out_file)],
+            [sys.executable, __file__, str(rank), str(init_file), str(out_file), *extra],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -106,8 +117,13 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait()
     assert all(p.returncode == 0 for p in procs), "\n".join(logs)
+    results: Results = torch.load(out_file)
+    return results
 
-    ddp = torch.load(out_file)
+
+@pytest.mark.ddp
+def test_two_processes_match_one_process(tmp_path: Path) -> None:
+    ddp = run_two_processes(tmp_path)
     single = run_metrics(list(range(NUM_SAMPLES)))
     for name in ("ciou_ezvsl", "ciou_sspl", "extended", "miou", "fscore"):
         for key, value in single[name].items():
@@ -121,7 +137,12 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
 if __name__ == "__main__":
     import os
 
-    _worker(int(sys.argv[1]), sys.argv[2], sys.argv[3])
+    run = run_metrics
+    if len(sys.argv) > 4:  # "module:function" of another test file, imported from the repository root
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        module, _, function = sys.argv[4].partition(":")
+        run = getattr(importlib.import_module(module), function)
+    _worker(int(sys.argv[1]), sys.argv[2], sys.argv[3], run)
     # Skip the interpreter's teardown: gloo's background threads can abort it ("terminate called without an active
     # exception"), seen about once in tens of runs on 2 cores, after the results are written.
     sys.stdout.flush()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avsl.losses import minmax_normalize
-from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU
+from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
 from avsl.types import AVBatch, TrainBatch
 
 __all__ = ["LocalizationMethod", "adopt_cli_init_args", "build_method", "import_method"]
@@ -45,6 +45,7 @@ class LocalizationMethod(pl.LightningModule):
         self.weight_decay = weight_decay
         self.val_ciou = CIoU(protocol=eval_protocol)
         self.test_ciou = CIoU(protocol=eval_protocol)
+        self.val_pointing, self.test_pointing = Pointing(), Pointing()
         # Segmentation metrics are updated only for batches that carry pixel masks (AVSBench, SynthAV).
         self.val_miou, self.test_miou = AVSBenchMIoU(reduction="dataset"), AVSBenchMIoU(reduction="dataset")
         self.val_fscore, self.test_fscore = AVSBenchFScore(reduction="dataset"), AVSBenchFScore(reduction="dataset")
@@ -105,6 +106,8 @@ class LocalizationMethod(pl.LightningModule):
         raw = self.localize(batch["image"], batch["audio"], normalize=False)
         if "gt_map" in batch:
             getattr(self, f"{stage}_ciou").update(self._metric_input(raw), batch["gt_map"], batch["sample_id"])
+            # The raw maps: _metric_input may clamp (slavc), which can merge the peak with other pixels.
+            getattr(self, f"{stage}_pointing").update(raw, batch["gt_map"], batch["sample_id"])
         if "mask" in batch:
             # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
             logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
@@ -118,6 +121,10 @@ class LocalizationMethod(pl.LightningModule):
             for key, value in result.items():
                 self.log(f"{stage}/{key}", value.float(), prog_bar=stage == "val" and key == "ciou")
             ciou.reset()
+        pointing = getattr(self, f"{stage}_pointing")
+        if pointing.update_count:
+            self.log(f"{stage}/pointing", pointing.compute()["pointing"].float())
+            pointing.reset()
         for name in ("miou", "fscore"):
             metric = getattr(self, f"{stage}_{name}")
             if metric.update_count:

@@ -1,4 +1,4 @@
-"""Pure functions behind the avsl metrics: GT maps, binarization rules, cIoU, success rate, AUC.
+"""Pure functions behind the avsl metrics: GT maps, binarization rules, cIoU, success rate, AUC, pointing.
 
 Every rule reproduces one reference evaluator exactly (``docs/metrics.md`` has the table). The references work per
 sample in NumPy; here everything is batched over a leading sample dimension and runs on any device. Habits of the
@@ -37,6 +37,7 @@ __all__ = [
     "ciou_from_mask",
     "gt_map_from_boxes",
     "numpy_pairwise_sum",
+    "pointing",
     "slavc_confidence",
     "success_rate",
 ]
@@ -427,6 +428,73 @@ def ciou(heatmaps: Tensor, gt_maps: Tensor, protocol: str = "ezvsl") -> Tensor:
     _, values = _masks_and_cious(heatmaps, gt_maps, protocol, want_masks=False)
     assert values is not None
     return values
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Pointing
+# --------------------------------------------------------------------------------------------------------------------
+
+_MAX_LISTED = 10  # sample ids or batch indices named in an error message
+
+
+def _list_some(items: Sequence[object]) -> str:
+    shown = ", ".join(repr(x) for x in items[:_MAX_LISTED])
+    return shown + (f", ... ({len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else "")
+
+
+def _pointing(heatmaps: Tensor, gt_maps: Tensor, sample_ids: Sequence[object] | Tensor | None = None) -> Tensor:
+    """:func:`pointing`, naming ``sample_ids`` (one per sample, used in error messages only) for non-finite maps."""
+    h = _check_maps(heatmaps)
+    _check_gt_shape(gt_maps, h.shape)
+    flat = _flat(h)
+    vmax = flat.amax(dim=1, keepdim=True)
+    finite = (torch.isfinite(vmax) & torch.isfinite(flat.amin(dim=1, keepdim=True))).reshape(-1)  # NaN propagates
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).reshape(-1).tolist()
+        if sample_ids is None:
+            where = f"batch indices {_list_some(bad)}"
+        else:
+            ids = sample_ids.tolist() if isinstance(sample_ids, Tensor) else list(sample_ids)
+            where = f"sample ids {_list_some([ids[i] for i in bad])}"
+        raise ValueError(
+            f"heatmaps of {len(bad)} of {flat.shape[0]} samples contain NaN or inf ({where}); pointing needs finite "
+            "maps"
+        )
+    g = _gt_torch(gt_maps, h.device)
+    inside = g > 0
+    peak = flat == vmax  # every pixel at the maximum, compared in the heatmaps' own dtype
+    hits = _count_rows(peak & inside).to(torch.float64)
+    score = _div(hits, _count_rows(peak).to(torch.float64))
+    empty = ~inside.any(dim=1)
+    return torch.where(empty, torch.full_like(score, float("nan")), score)
+
+
+def _count_rows(mask: Tensor) -> Tensor:
+    """Number of True values per row of a (B, N) bool tensor, int64 (NumPy's count is much faster on the CPU)."""
+    if mask.device.type == "cpu":
+        return torch.from_numpy(np.count_nonzero(mask.numpy(), axis=1).astype(np.int64))
+    return mask.sum(dim=1)
+
+
+def pointing(heatmaps: Tensor, gt_maps: Tensor) -> Tensor:
+    """Per-sample pointing score: does the heatmap's peak lie inside the ground truth?
+
+    The peak is the set P of pixels equal to the map's maximum (compared in the heatmaps' own dtype, so rounding to
+    float16 can create ties), "inside" is ``gt_map > 0``, and the score is ``|P & inside| / |P|``: the expected hit of
+    a uniformly random tie-break. A map with a unique maximum scores 1 or 0; a constant map scores the fraction of the
+    frame the GT covers (chance), never a free hit, unlike ``argmax``, which returns the first pixel.
+
+    Args:
+        heatmaps: (B, H, W) floating maps, any range (a strictly increasing rescaling keeps the peak, up to rounding).
+        gt_maps: (B, H, W) GT weight maps in [0, 1].
+
+    Returns:
+        A float64 tensor (B,) on the heatmaps' device; NaN for a sample whose GT is empty (a negative: no pointing).
+
+    Raises:
+        ValueError: bad shapes, GT values outside [0, 1], or heatmaps with NaN or inf (the message says which samples).
+    """
+    return _pointing(heatmaps, gt_maps)
 
 
 # --------------------------------------------------------------------------------------------------------------------

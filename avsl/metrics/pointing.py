@@ -1,0 +1,92 @@
+"""The pointing rate as a torchmetrics ``Metric``: the share of samples whose heatmap peaks inside the ground truth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from avsl.metrics import functional as F
+from avsl.metrics._ids import SampleIds, dedupe_by_id, sample_ids_to_tensor, state_nonempty
+
+__all__ = ["Pointing"]
+
+
+class Pointing(Metric):
+    """Pointing rate of sound localization heatmaps: the mean, over samples, of "the peak lies inside the GT".
+
+    ``update(heatmaps, gt_maps, sample_ids=None)`` stores the per-sample scores of
+    :func:`avsl.metrics.functional.pointing`: with P the set of pixels at the map's maximum and "inside" meaning
+    ``gt_map > 0``, a sample scores ``|P & inside| / |P|``, the expected hit of a uniformly random tie-break (1 or 0
+    for a unique maximum, the GT's area fraction for a constant map). ``compute()`` returns::
+
+        {"pointing": mean score over the samples with a non-empty GT (float64; NaN when there are none),
+         "num_samples": number of samples (after de-duplication), empty-GT ones included (int64),
+         "num_empty": samples whose GT is empty (negatives), excluded from "pointing" (int64)}
+
+    Heatmaps with NaN or inf raise a ``ValueError`` that names the samples (by their ids when given).
+
+    **Devices.** As in :class:`~avsl.metrics.CIoU`: with ``sample_ids`` (strings, hashed with BLAKE2b, or integers),
+    ``compute()`` keeps one score per id, which removes the repeats a ``DistributedSampler`` pads the evaluation set
+    with, and averages them in id order: the result is identical on any number of devices. Pass ids in every update
+    or in none.
+
+    Args:
+        kwargs: forwarded to ``torchmetrics.Metric`` (``compute_on_cpu``, ``process_group``, ...).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    scores: list[Tensor] | Tensor
+    sample_ids: list[Tensor] | Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("sample_ids", default=[], dist_reduce_fx="cat")
+
+    def update(self, heatmaps: Tensor, gt_maps: Tensor, sample_ids: SampleIds | None = None) -> None:
+        """Score a batch.
+
+        Args:
+            heatmaps: (B, H, W) float heatmaps, any range (raw scores or normalized maps: the peak is the same).
+            gt_maps: (B, H, W) GT weight maps in [0, 1]; an all-zero map marks a negative.
+            sample_ids: optional ids of the B samples (list of str or int, or an int tensor).
+        """
+        h = F._check_maps(heatmaps)
+        ids = None if sample_ids is None else sample_ids_to_tensor(sample_ids, h.shape[0], self.device)
+        values = F._pointing(h, gt_maps, sample_ids).to(self.device)
+        self.scores.append(values)  # type: ignore[union-attr]
+        if ids is not None:
+            self.sample_ids.append(ids)  # type: ignore[union-attr]
+
+    def per_sample(self) -> tuple[Tensor, Tensor | None]:
+        """The local per-sample scores (float64, NaN for an empty GT) and their ids (int64, or None), de-duplicated.
+
+        Reads this process's states; inside ``with metric.sync_context():`` they hold every device's samples.
+        """
+        values = dim_zero_cat(self.scores) if state_nonempty(self.scores) else torch.zeros(0, device=self.device)
+        values = values.to(torch.float64)
+        if not state_nonempty(self.sample_ids):
+            return values, None
+        ids = dim_zero_cat(self.sample_ids).to(torch.int64)
+        uniq, kept = dedupe_by_id(ids, values)
+        return kept, uniq
+
+    def compute(self) -> dict[str, Tensor]:
+        """Aggregate: ``pointing`` (float64), ``num_samples`` and ``num_empty`` (int64)."""
+        values, _ = self.per_sample()
+        empty = torch.isnan(values)
+        scored = values[~empty]
+        count = torch.tensor(scored.numel(), dtype=torch.float64, device=values.device)
+        mean = torch.div(scored.sum(), count)  # 0 / 0 = NaN when no sample has a GT
+        return {
+            "pointing": mean,
+            "num_samples": torch.tensor(values.numel(), dtype=torch.int64, device=values.device),
+            "num_empty": empty.sum(),
+        }
