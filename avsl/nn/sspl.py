@@ -30,18 +30,20 @@ __all__ = [
 class SSPLAudioEncoder(nn.Module):
     """Waveform -> examples -> frozen-by-default audio CNN -> per-example embedding -> g -> averaged.
 
-    With ``backbone="vggish"`` and ``frontend="vggish"`` this is SSPL's audio path: 0.96-s log-mel examples, the
-    128-d VGGish embedding of each (no PCA), the nonlinear transform g (Linear -> ReLU -> Linear, ``net_sound.fc`` in
-    the reference) applied per example and averaged over the examples. Any other registry backbone works too: its
-    feature map is global-max-pooled into the per-example embedding (as avsl's ``AudioEncoder``); with the
-    ``"logmel"`` or ``"loglinear"`` front-end the whole clip is one example.
+    With ``backbone="vggish"`` and ``frontend="vggish"`` this is SSPL's audio path: the clip min-max scaled and cut
+    into 0.96-s log-mel examples exactly as the reference (:class:`avsl.nn.audio.VGGishLogMel`), the 128-d VGGish
+    embedding of each (no PCA; torchvggish weights load unchanged), the nonlinear transform g (Linear -> ReLU ->
+    Linear, ``net_sound.fc`` in the reference) applied per example and averaged over the examples. Any other
+    registry backbone works too: its feature map is global-max-pooled into the per-example embedding (as avsl's
+    ``AudioEncoder``); with the ``"logmel"`` or ``"loglinear"`` front-end the whole clip is one example.
 
     ``forward`` returns ``(f_a, f~_a)``: the raw embedding averaged over examples and L2-normalized (the PCM's audio
     observation, methods.md §2.3 "f_a") and the transformed embedding (the attention module's audio query).
 
     Args:
         backbone: registry name of the audio CNN (1-channel input).
-        frontend: ``"vggish"`` (examples of 96 x 64), ``"logmel"`` or ``"loglinear"`` (one example per clip).
+        frontend: ``"vggish"`` (scaled clip, examples of 96 x 64), ``"logmel"`` or ``"loglinear"`` (one example per
+            clip, no scaling).
         sample_rate: audio sample rate in Hz.
         pretrained: load published weights through timm (not available for ``vggish``).
         checkpoint_path: local weights for the backbone (e.g. a torchvggish state dict).
