@@ -229,8 +229,10 @@ def test_losses_cross_wiring_on_hand_computed_targets() -> None:
     with torch.no_grad():
         pa = minmax_normalize(model.model_a(data["image"], data["audio"]))
         pb = minmax_normalize(model.model_b(data["image"], data["audio"]))
-        torch.testing.assert_close(losses["a_cross"], heatmap_bce(pa, sharpen(pb, 0.5)))
-        torch.testing.assert_close(losses["b_cross"], heatmap_bce(pb, sharpen(pa, 0.5)))
+        # oneDNN may pick other channels-last convolution kernels with and without autograd: equal to ~1e-5.
+        close = {"rtol": 1e-4, "atol": 1e-5}
+        torch.testing.assert_close(losses["a_cross"], heatmap_bce(pa, sharpen(pb, 0.5)), **close)
+        torch.testing.assert_close(losses["b_cross"], heatmap_bce(pb, sharpen(pa, 0.5)), **close)
         torch.testing.assert_close(model.reliability.values, map_agreement(pa, pb))
         torch.testing.assert_close(model.bank_a.values, sharpen(pa, 0.5))
 

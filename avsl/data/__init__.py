@@ -13,11 +13,13 @@ from avsl.data.datasets import (
     VideoDataset,
 )
 from avsl.data.io import DataError, DataWarning, load_audio, load_image
+from avsl.data.settings import SETTINGS, SynthAVSetting
 from avsl.data.splits import SplitOverlapWarning, check_overlap, list_splits, load_annotations, load_split
 from avsl.data.synthetic import SynthAV, write_synthav
 from avsl.data.transforms import JointRandomCropFlip
 
 __all__ = [
+    "SETTINGS",
     "AVDataModule",
     "AVSBenchDataset",
     "ChaoticWorldDataset",
@@ -28,6 +30,7 @@ __all__ = [
     "JointRandomCropFlip",
     "SplitOverlapWarning",
     "SynthAV",
+    "SynthAVSetting",
     "VGGSSDataset",
     "VideoDataset",
     "check_overlap",

@@ -22,11 +22,19 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avsl.data.transforms import SampleTransform
+from avsl.data.transforms import SampleTransform, resize_image, resize_mask
 from avsl.metrics.functional import gt_map_from_boxes
 from avsl.types import AVSample
 
-__all__ = ["SHAPES", "SynthAV", "SynthClip", "write_synthav"]
+__all__ = ["BACKGROUNDS", "NOISES", "SHAPES", "SynthAV", "SynthClip", "write_synthav"]
+
+Background = Literal["blobs", "plain", "gradient", "stripes", "clutter"]
+Noise = Literal["white", "pink", "brown"]
+#: Background families: smooth colour blobs with grain (the default), a flat colour, a linear colour gradient under
+#: strong per-pixel noise, oriented stripes, and blobs strewn with small silent shapes of random colours.
+BACKGROUNDS: tuple[str, ...] = ("blobs", "plain", "gradient", "stripes", "clutter")
+#: Colours of the audio's background noise: flat (white), 1/f power (pink), 1/f^2 power (brown).
+NOISES: tuple[str, ...] = ("white", "pink", "brown")
 
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "diamond", "ring", "cross", "hexagon", "star")
 # Saturated, mutually distinct colours (RGB in [0, 1]); class c uses _PALETTE[c].
@@ -107,20 +115,29 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 class SynthAV(Dataset[AVSample]):
     """The built-in procedural audio-visual dataset (in memory).
 
+    Every knob below changes what a method has to cope with; :data:`avsl.data.settings.SETTINGS` names families of
+    them (the settings that avsl's CPU recipes were tuned on, and held-out ones for the evidence that they transfer).
+
     Args:
         num_clips: number of clips (the dataset's length).
         seed: the clip at ``index`` depends only on ``(seed, index)`` and the knobs below; use different seeds for
             train, validation and test splits.
-        image_size: side of the square frames.
+        image_size: side of the square frames a sample holds.
+        frame_size: ``(height, width)`` at which frames are drawn, then resized to ``image_size x image_size`` the
+            way avsl's readers resize camera frames (bilinear, antialiased; the aspect ratio changes, normalized boxes
+            stay aligned). None draws at ``image_size`` directly. ``(240, 320)`` mimics 4:3 video.
         sample_rate: audio sample rate in Hz.
         duration: clip length in seconds.
         num_classes: object classes (at most 16); each has a shape, a colour and a sound signature.
         num_distractors: silent objects of other classes in each frame.
         num_sources: sounding objects per positive clip; above 1 the audio is a mixture (chaotic-scene evaluation).
-        object_scale: range of an object's side as a fraction of the frame side. Median-threshold protocols can
-            only score cIoU >= 0.5 when the ground truth covers a quarter of the frame, so keep large objects in range.
+        object_scale: range of an object's side as a fraction of the frame's shorter side. Median-threshold protocols
+            can only score cIoU >= 0.5 when the ground truth covers a quarter of the frame, so keep large objects in
+            range when they matter.
         snr_db: range of the signal-to-noise ratio of the audio, in dB.
-        background_contrast: strength of the background texture in [0, 1] (a difficulty knob).
+        noise: colour of the audio's background noise: ``"white"``, ``"pink"`` or ``"brown"`` (see :data:`NOISES`).
+        background: the background family (see :data:`BACKGROUNDS`).
+        background_contrast: strength of the background's texture, gradient or noise in [0, 1] (a difficulty knob).
         negative_fraction: fraction of clips that are negatives (``num_sources == 0``, empty ground truth).
         negative_kind: ``"silent"`` (only low-level noise is heard), ``"offscreen"`` (a class that is not in the frame
             is heard) or ``"both"`` (alternating).
@@ -133,6 +150,7 @@ class SynthAV(Dataset[AVSample]):
         num_clips: int = 2000,
         seed: int = 0,
         image_size: int = 128,
+        frame_size: tuple[int, int] | None = None,
         sample_rate: int = 16000,
         duration: float = 1.0,
         num_classes: int = 8,
@@ -140,6 +158,8 @@ class SynthAV(Dataset[AVSample]):
         num_sources: int = 1,
         object_scale: tuple[float, float] = (0.3, 0.7),
         snr_db: tuple[float, float] = (0.0, 20.0),
+        noise: Noise = "white",
+        background: Background = "blobs",
         background_contrast: float = 0.5,
         negative_fraction: float = 0.0,
         negative_kind: Literal["silent", "offscreen", "both"] = "both",
@@ -165,9 +185,18 @@ class SynthAV(Dataset[AVSample]):
             raise ValueError("off-screen negatives need a class that is not in the frame: lower num_distractors")
         if image_size < 16 or duration <= 0 or sample_rate <= 0:
             raise ValueError("image_size must be >= 16, duration and sample_rate positive")
+        if frame_size is not None and (len(frame_size) != 2 or min(frame_size) < 16):
+            raise ValueError(f"frame_size must be (height, width) with sides >= 16, got {frame_size}")
+        if noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+        if background not in BACKGROUNDS:
+            raise ValueError(f"background must be one of {BACKGROUNDS}, got {background!r}")
+        if not 0.0 <= background_contrast <= 1.0:
+            raise ValueError(f"background_contrast must be in [0, 1], got {background_contrast}")
         self.num_clips = num_clips
         self.seed = seed
         self.image_size = image_size
+        self.frame_size = (image_size, image_size) if frame_size is None else (int(frame_size[0]), int(frame_size[1]))
         self.sample_rate = sample_rate
         self.duration = duration
         self.num_classes = num_classes
@@ -175,6 +204,8 @@ class SynthAV(Dataset[AVSample]):
         self.num_sources = num_sources
         self.object_scale = (float(object_scale[0]), float(object_scale[1]))
         self.snr_db = (float(snr_db[0]), float(snr_db[1]))
+        self.noise: Noise = noise
+        self.background: Background = background
         self.background_contrast = background_contrast
         self.negative_fraction = negative_fraction
         self.negative_kind = negative_kind
@@ -199,13 +230,18 @@ class SynthAV(Dataset[AVSample]):
         return self.augment(sample) if self.augment is not None else sample
 
     def _to_sample(self, index: int, clip: SynthClip) -> AVSample:
-        gt = gt_map_from_boxes(clip.boxes, "vggss", self.image_size).float()
+        size = self.image_size
+        gt = gt_map_from_boxes(clip.boxes, "vggss", size).float()
+        image = torch.from_numpy(clip.image).permute(2, 0, 1).contiguous()
+        mask = torch.from_numpy(clip.mask.astype(np.float32))
+        if self.frame_size != (size, size):  # resized as the readers resize camera frames (transforms.resize_image)
+            image, mask = resize_image(image, size), resize_mask(mask, size)
         return {
-            "image": torch.from_numpy(clip.image).permute(2, 0, 1).contiguous(),
+            "image": image,
             "audio": torch.from_numpy(clip.audio),
             "sample_id": self.sample_id(index),
             "gt_map": gt,
-            "mask": torch.from_numpy(clip.mask.astype(np.float32)),
+            "mask": mask,
             "num_sources": len(clip.sounding_classes),
         }
 
@@ -218,9 +254,11 @@ class SynthAV(Dataset[AVSample]):
         )
 
     def clip(self, index: int) -> SynthClip:
-        """Generate clip ``index`` (numpy arrays; see :class:`SynthClip`)."""
+        """Generate clip ``index`` at ``frame_size`` (numpy arrays; see :class:`SynthClip`)."""
         rng = np.random.default_rng([self.seed, index, 0x5A17])
-        size = self.image_size
+        # Knobs added after the first release draw from their own stream, so that the default clips never change.
+        extra = np.random.default_rng([self.seed, index, 0xB6])
+        height, width = self.frame_size
         negative = self._is_negative(index)
         kind = self.negative_kind
         if negative and kind == "both":
@@ -238,57 +276,109 @@ class SynthAV(Dataset[AVSample]):
         else:
             heard = list(sounding)
 
-        image = self._background(rng)
-        mask = np.zeros((size, size), dtype=bool)
+        image = self._background(rng, extra)
+        mask = np.zeros((height, width), dtype=bool)
         boxes: list[list[float]] = []
         occupied: list[tuple[float, float, float]] = []
         # Distractors first, sounding objects last (on top), so the sounding masks are never occluded.
         for c in [*visible[n_sounding:], *sounding]:
             obj, (x0, y0, x1, y1) = self._draw_object(rng, image, c, occupied)
             if c in sounding:
-                mask |= obj
-                boxes.append([x0 / size, y0 / size, x1 / size, y1 / size])
-        audio = self._audio(rng, heard)
+                mask[y0:y1, x0:x1] |= obj
+                boxes.append([x0 / width, y0 / height, x1 / width, y1 / height])
+        audio = self._audio(rng, extra, heard)
         return SynthClip(image.astype(np.float32), audio, mask, boxes, sounding, heard, visible)
 
-    def _background(self, rng: np.random.Generator) -> np.ndarray:
-        size = self.image_size
+    def _background(self, rng: np.random.Generator, extra: np.random.Generator) -> np.ndarray:
+        height, width = self.frame_size
         base = rng.uniform(0.25, 0.6, size=3)
-        # Low-frequency colour blobs plus fine grain: a textured but object-free background.
-        coarse = rng.normal(0.0, 1.0, size=(5, 5, 3))
-        idx = np.linspace(0, 4, size)
-        i0 = np.clip(np.floor(idx).astype(int), 0, 3)
-        frac = (idx - i0)[:, None]
-        rows = coarse[i0] * (1 - frac[:, :, None]) + coarse[i0 + 1] * frac[:, :, None]  # (size, 5, 3)
-        smooth = rows[:, i0] * (1 - frac.T[:, :, None]) + rows[:, i0 + 1] * frac.T[:, :, None]
-        grain = rng.normal(0.0, 1.0, size=(size, size, 1))
         c = self.background_contrast
+        if self.background == "plain":
+            return np.broadcast_to(base, (height, width, 3)).astype(np.float64)
+        ys = (np.arange(height) + 0.5) / height
+        xs = (np.arange(width) + 0.5) / width
+        if self.background == "gradient":
+            # A linear colour ramp in a random direction under strong per-pixel colour noise.
+            angle = extra.uniform(0, 2 * np.pi)
+            ramp = np.cos(angle) * (xs[None, :] - 0.5) + np.sin(angle) * (ys[:, None] - 0.5)
+            delta = extra.uniform(-0.5, 0.5, size=3)
+            image = base + c * ramp[:, :, None] * delta + c * 0.12 * extra.normal(0.0, 1.0, size=(height, width, 3))
+            return np.asarray(np.clip(image, 0.0, 1.0), dtype=np.float64)
+        if self.background == "stripes":
+            # Oriented sinusoidal stripes between two colours, a few periods across the frame, plus grain.
+            angle = extra.uniform(0, np.pi)
+            periods = extra.uniform(3.0, 10.0)
+            phase = np.cos(angle) * xs[None, :] + np.sin(angle) * ys[:, None]
+            wave = 0.5 + 0.5 * np.sin(2 * np.pi * periods * phase + extra.uniform(0, 2 * np.pi))
+            other = np.clip(base + extra.uniform(-0.3, 0.3, size=3), 0.0, 1.0)
+            image = base + c * wave[:, :, None] * (other - base) + c * 0.05 * extra.normal(size=(height, width, 1))
+            return np.asarray(np.clip(image, 0.0, 1.0), dtype=np.float64)
+        # "blobs" and "clutter": low-frequency colour blobs plus fine grain, a textured but object-free background.
+        coarse = rng.normal(0.0, 1.0, size=(5, 5, 3))
+        rows_i, rows_f = self._lerp_index(height)
+        cols_i, cols_f = self._lerp_index(width)
+        rows = coarse[rows_i] * (1 - rows_f[:, None, None]) + coarse[rows_i + 1] * rows_f[:, None, None]  # (H, 5, 3)
+        smooth = rows[:, cols_i] * (1 - cols_f[None, :, None]) + rows[:, cols_i + 1] * cols_f[None, :, None]
+        grain = rng.normal(0.0, 1.0, size=(height, width, 1))
         image = base + c * (0.12 * smooth + 0.05 * grain)
-        return np.asarray(np.clip(image, 0.0, 1.0), dtype=np.float64)
+        image = np.asarray(np.clip(image, 0.0, 1.0), dtype=np.float64)
+        if self.background == "clutter":
+            self._draw_clutter(extra, image)
+        return image
+
+    @staticmethod
+    def _lerp_index(n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Indices and fractions that interpolate 5 coarse values linearly over ``n`` pixels."""
+        idx = np.linspace(0, 4, n)
+        i0 = np.clip(np.floor(idx).astype(int), 0, 3)
+        return i0, idx - i0
+
+    def _draw_clutter(self, rng: np.random.Generator, image: np.ndarray) -> None:
+        """Strew 6-12 small silent shapes of random (non-class) colours, 3-10 % of the shorter side each."""
+        height, width = self.frame_size
+        short = min(height, width)
+        for _ in range(int(rng.integers(6, 13))):
+            radius = max(rng.uniform(0.03, 0.10) * short / 2, 1.0)
+            cx, cy = rng.uniform(radius, width - radius), rng.uniform(radius, height - radius)
+            window, (x0, y0, _, _) = self._object_window(cx, cy, radius)
+            shape = SHAPES[int(rng.integers(len(SHAPES)))]
+            obj = _shape_mask(shape, (window[1] - cx) / radius, (window[0] - cy) / radius)
+            y1, x1 = y0 + obj.shape[0], x0 + obj.shape[1]
+            image[y0:y1, x0:x1][obj] = rng.uniform(0.0, 1.0, size=3)
+
+    def _object_window(self, cx: float, cy: float, radius: float) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        """Pixel-centre coordinates (2, h, w) of the frame's pixels within ``radius`` of (cx, cy), and the window."""
+        height, width = self.frame_size
+        x0, x1 = max(math.floor(cx - radius), 0), min(math.ceil(cx + radius) + 1, width)
+        y0, y1 = max(math.floor(cy - radius), 0), min(math.ceil(cy + radius) + 1, height)
+        return np.mgrid[y0:y1, x0:x1].astype(np.float64) + 0.5, (x0, y0, x1, y1)
 
     def _draw_object(
         self, rng: np.random.Generator, image: np.ndarray, c: int, occupied: list[tuple[float, float, float]]
     ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-        size = self.image_size
-        side = rng.uniform(*self.object_scale) * size
+        """Draw an object of class ``c``; returns its mask inside its tight box and the box (x0, y0, x1, y1)."""
+        height, width = self.frame_size
+        side = rng.uniform(*self.object_scale) * min(height, width)
         radius = side / 2
         # Rejection sampling keeps objects apart where the scales allow it; overlaps are accepted after 30 tries.
         for _ in range(30):
-            cx, cy = rng.uniform(radius, size - radius, size=2)
+            cx, cy = rng.uniform(radius, [width - radius, height - radius], size=2)
             if all(math.hypot(cx - ox, cy - oy) > 0.8 * (radius + orad) for ox, oy, orad in occupied):
                 break
         occupied.append((cx, cy, radius))
-        ys, xs = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
+        # Only the pixels near the object are evaluated (the shapes lie within `radius` of the centre).
+        (ys, xs), (wx0, wy0, wx1, wy1) = self._object_window(cx, cy, radius)
         obj = _shape_mask(SHAPES[c % len(SHAPES)], (xs - cx) / radius, (ys - cy) / radius)
         if not obj.any():  # a tiny frame can miss every pixel centre: mark the centre pixel
-            obj[min(int(cy), size - 1), min(int(cx), size - 1)] = True
+            obj[min(int(cy), height - 1) - wy0, min(int(cx), width - 1) - wx0] = True
         colour = np.asarray(_PALETTE[c])
         # A soft vertical shading keeps objects from looking flat without changing their class colour.
         shade = 1.0 - 0.15 * (ys - cy) / radius
         fill = np.clip(colour[None, None, :] * shade[:, :, None], 0.0, 1.0)
-        image[obj] = fill[obj]
+        image[wy0:wy1, wx0:wx1][obj] = fill[obj]
         rows, cols = np.nonzero(obj)
-        return obj, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        y0, y1, x0, x1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+        return obj[y0:y1, x0:x1], (wx0 + x0, wy0 + y0, wx0 + x1, wy0 + y1)
 
     def signature(self, c: int, rng: np.random.Generator) -> np.ndarray:
         """The sound of class ``c``: a harmonic stack with a class-specific fundamental, envelope and modulation."""
@@ -307,9 +397,22 @@ class SynthAV(Dataset[AVSample]):
         wave *= 0.6 + 0.4 * np.sin(2 * np.pi * am_rate * t + rng.uniform(0, 2 * np.pi))
         return np.asarray(wave / (np.sqrt(np.mean(wave**2)) + 1e-12), dtype=np.float64)
 
-    def _audio(self, rng: np.random.Generator, heard: list[int]) -> np.ndarray:
+    def _noise(self, rng: np.random.Generator, extra: np.random.Generator, n: int) -> np.ndarray:
+        """Unit-variance noise of the configured colour."""
+        white = rng.normal(0.0, 1.0, size=n)
+        if self.noise == "white":
+            return white
+        # Shape the spectrum of fresh white noise: power 1/f (pink) or 1/f^2 (brown); DC removed.
+        spectrum = np.fft.rfft(extra.normal(0.0, 1.0, size=n))
+        f = np.arange(spectrum.shape[0], dtype=np.float64)
+        f[0] = np.inf
+        spectrum /= np.sqrt(f) if self.noise == "pink" else f
+        coloured = np.fft.irfft(spectrum, n=n)
+        return np.asarray(coloured / (np.std(coloured) + 1e-12), dtype=np.float64)
+
+    def _audio(self, rng: np.random.Generator, extra: np.random.Generator, heard: list[int]) -> np.ndarray:
         n = round(self.duration * self.sample_rate)
-        noise = rng.normal(0.0, 1.0, size=n)
+        noise = self._noise(rng, extra, n)
         if heard:
             signal = sum((self.signature(c, rng) for c in heard), np.zeros(n))
             snr = rng.uniform(*self.snr_db)

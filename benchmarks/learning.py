@@ -1,0 +1,154 @@
+"""Does each method learn, on data it was not tuned on? Train every CPU recipe on every SynthAV setting and score it.
+
+For each (setting, method): the recipe of ``avsl/configs/methods/<key>_synthav.yaml`` (its model section and schedule,
+see :mod:`avsl.recipes`) is trained on the setting's training split (2,000 clips; 10 % of them labeled for SemiPL and
+XPL), then scored on the setting's test split (500 clips) with the right sound, with another clip's sound (clip
+``i`` paired with the audio of clip ``i + N/2``), and beside the centred Gaussian: ``sspl`` cIoU@0.5 (fixed
+threshold), AUC, mean cIoU and the pointing rate (the map's peak inside the ground truth).
+
+    python benchmarks/learning.py                                # every method on every setting
+    python benchmarks/learning.py --methods ezvsl xpl --settings camera crowd
+    python benchmarks/learning.py --held-out                     # the settings no recipe was tuned on
+    python benchmarks/learning.py --table runs/learning/results.jsonl   # print the table of earlier runs
+
+Each finished run is appended to ``--out``/results.jsonl, so a long benchmark can be stopped and resumed
+(``--resume`` skips the pairs already there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from avsl.data import SETTINGS
+from avsl.data.settings import SynthAVSetting
+from avsl.evaluate import centre_gaussian, evaluate
+from avsl.methods import LocalizationMethod
+from avsl.recipes import RECIPES, train_recipe
+from avsl.types import AVBatch, AVSample
+
+KEYS = ("sspl/ciou", "sspl/auc", "sspl/mean_ciou", "pointing")
+
+
+class OtherSound(Dataset[AVSample]):
+    """The frames of ``dataset`` with the sound of another clip: clip ``i`` gets the audio of clip ``i + N // 2``."""
+
+    def __init__(self, dataset: Dataset[AVSample]) -> None:
+        self.dataset = dataset
+        self.n = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> AVSample:
+        sample = dict(self.dataset[index])
+        sample["audio"] = self.dataset[(index + self.n // 2) % self.n]["audio"]
+        return sample  # type: ignore[return-value]
+
+
+def evaluate_model(model: LocalizationMethod, test: Dataset[AVSample]) -> dict[str, dict[str, float]]:
+    """Scores with the right sound, another clip's sound, and the centre prior's."""
+    model.eval()
+
+    def maps(batch: AVBatch) -> Tensor:
+        out: Tensor = model.localize(batch["image"], batch["audio"], normalize=False)
+        return out
+
+    right = list(DataLoader(test, batch_size=100))
+    other = DataLoader(OtherSound(test), batch_size=100)
+    h, w = right[0]["image"].shape[-2:]
+    prior = centre_gaussian(h, w)
+    return {
+        "right": evaluate(maps, right, protocols=("sspl",)),
+        "other": evaluate(maps, other, protocols=("sspl",)),
+        "centre": evaluate(lambda b: prior.expand(b["image"].shape[0], h, w), right, protocols=("sspl",)),
+    }
+
+
+def run(method: str, setting: SynthAVSetting, args: argparse.Namespace) -> dict[str, Any]:
+    model, seconds = train_recipe(
+        method, setting, train_clips=args.train_clips, labeled_fraction=args.labeled, seed=args.seed
+    )
+    scores = evaluate_model(model, setting.dataset("test", args.test_clips))
+    return {
+        "setting": setting.name,
+        "held_out": setting.held_out,
+        "method": method,
+        "seed": args.seed,
+        "train_clips": args.train_clips,
+        "minutes": seconds / 60,
+        **scores,
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| setting | method | sspl cIoU@0.5 (right / other) | AUC | mean cIoU (right / other) | "
+        "pointing (right / other) | centre: cIoU@0.5 / pointing | train min |"
+    )
+    lines = [head, "|" + "---|" * 8]
+    for r in rows:
+        a, b, c = r["right"], r["other"], r["centre"]
+        setting = r["setting"] + (" (held out)" if r["held_out"] else "")
+        lines.append(
+            f"| {setting} | {r['method']} | {a['sspl/ciou']:.3f} / {b['sspl/ciou']:.3f} | {a['sspl/auc']:.3f} | "
+            f"{a['sspl/mean_ciou']:.3f} / {b['sspl/mean_ciou']:.3f} | {a['pointing']:.3f} / {b['pointing']:.3f} | "
+            f"{c['sspl/ciou']:.3f} / {c['pointing']:.3f} | {r['minutes']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=list(RECIPES), choices=RECIPES)
+    parser.add_argument("--settings", nargs="+", default=None, choices=sorted(SETTINGS))
+    parser.add_argument("--held-out", action="store_true", help="only the settings no recipe was tuned on")
+    parser.add_argument("--train-clips", type=int, default=2000)
+    parser.add_argument("--test-clips", type=int, default=500)
+    parser.add_argument("--labeled", type=float, default=0.1, help="labeled share for SemiPL and XPL (0.1)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--out", default="runs/learning", help="folder of results.jsonl")
+    parser.add_argument("--resume", action="store_true", help="skip (setting, method, seed) pairs already in --out")
+    parser.add_argument("--table", default=None, help="print the table of a results.jsonl and exit")
+    args = parser.parse_args(argv)
+    if args.table:
+        rows = [json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()]
+        print(table(rows))
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = args.settings or [n for n, s in SETTINGS.items() if s.held_out or not args.held_out]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = out / "results.jsonl"
+    done = set()
+    if args.resume and results.exists():
+        for line in results.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["setting"], r["method"], r["seed"]))
+    rows = []
+    for name in names:
+        for method in args.methods:
+            if (name, method, args.seed) in done:
+                continue
+            start = time.time()
+            row = run(method, SETTINGS[name], args)
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            rows.append(row)
+            print(table([row]).splitlines()[-1], f"({time.time() - start:.0f} s in all)", flush=True)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
