@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -110,6 +111,8 @@ def AVSLCLI(args: Sequence[str] | None = None, run: bool = True) -> Any:
 
     # LightningCLI 2.6 calls jsonargparse APIs deprecated in jsonargparse 4.49: noise for users, not theirs to fix.
     os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
+    # The CPU recipes train in bf16-mixed; Lightning's model summary then says it counts sizes in 32 bits. Noise too.
+    warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
     cls = _make_cli_class()
     resolved = _resolve_config_args(list(sys.argv[1:] if args is None else args))
     # LightningCLI parses sys.argv (and Lightning's DDP launcher re-runs it in the other processes), so the resolved

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "heatmap_bce",
+    "heatmap_mass",
     "heatmap_mse",
     "mil_infonce",
     "mil_similarity",
@@ -28,17 +31,30 @@ def minmax_normalize(maps: Tensor, eps: float = 1e-10) -> Tensor:
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
 
 
-def mil_similarity(visual: Tensor, audio: Tensor) -> Tensor:
-    """Multiple-instance similarity: for every (image i, audio j) pair, the max over locations of <v_i(h, w), a_j>.
+def mil_similarity(visual: Tensor, audio: Tensor, pool_temperature: float | None = None) -> Tensor:
+    """Multiple-instance similarity: for every (image i, audio j) pair, the cosine map of v_i with a_j pooled over
+    locations: its maximum (EZ-VSL), or a soft maximum.
 
     Args:
         visual: (Bv, C, h, w) L2-normalized visual features.
         audio: (Ba, C) L2-normalized audio embeddings.
+        pool_temperature: None for the maximum over locations (EZ-VSL, Mo & Morgado 2022, Eq. 2: global max
+            pooling). A temperature T > 0 pools with ``T * log(mean(exp(cos / T)))`` instead, a smooth maximum that
+            tends to the maximum as T -> 0 and to the mean as T grows: every location gets a gradient, in proportion
+            to its share of ``softmax(cos / T)``, so the loss asks several cells of the source to match, not one.
 
     Returns:
-        (Bv, Ba) similarities (EZ-VSL, Mo & Morgado 2022, Eq. 2: global max pooling over the cosine map).
+        (Bv, Ba) similarities.
     """
-    return torch.einsum("ichw,jc->ijhw", visual, audio).flatten(2).max(dim=2).values
+    if pool_temperature is not None and pool_temperature <= 0:
+        raise ValueError(f"pool_temperature must be positive or None, got {pool_temperature}")
+    # In float32 also under autocast: bf16 keeps 8 bits of a cosine, and the InfoNCE divides it by a small tau.
+    with torch.autocast(visual.device.type, enabled=False):
+        cos = torch.einsum("ichw,jc->ijhw", visual.float(), audio.float()).flatten(2)
+        if pool_temperature is None:
+            return cos.max(dim=2).values
+        log_n = math.log(cos.shape[2])
+        return pool_temperature * (torch.logsumexp(cos / pool_temperature, dim=2) - log_n)
 
 
 def mil_infonce(
@@ -48,6 +64,7 @@ def mil_infonce(
     visual_all: Tensor | None = None,
     audio_all: Tensor | None = None,
     offset: int = 0,
+    pool_temperature: float | None = None,
 ) -> Tensor:
     """The symmetric multiple-instance InfoNCE of EZ-VSL (image->audio plus audio->image cross-entropy).
 
@@ -59,14 +76,15 @@ def mil_infonce(
         visual: (B, C, h, w) L2-normalized visual maps of this process.
         audio: (B, C) L2-normalized audio embeddings of this process.
         tau: temperature (0.03 in EZ-VSL).
+        pool_temperature: how the cosine maps are pooled (:func:`mil_similarity`; None: the maximum, as EZ-VSL).
     """
     if visual.shape[0] != audio.shape[0]:
         raise ValueError(f"batch sizes differ: visual {visual.shape[0]}, audio {audio.shape[0]}")
     v_all = visual if visual_all is None else visual_all
     a_all = audio if audio_all is None else audio_all
     target = torch.arange(visual.shape[0], device=visual.device) + offset
-    logits_va = mil_similarity(visual, a_all) / tau  # (B, N): each image against every audio
-    logits_av = mil_similarity(v_all, audio).t() / tau  # (B, N): each audio against every image
+    logits_va = mil_similarity(visual, a_all, pool_temperature) / tau  # (B, N): each image against every audio
+    logits_av = mil_similarity(v_all, audio, pool_temperature).t() / tau  # (B, N): each audio against every image
     return F.cross_entropy(logits_va, target) + F.cross_entropy(logits_av, target)
 
 
@@ -109,6 +127,37 @@ def heatmap_mse(prob: Tensor, target: Tensor, weight: Tensor | None = None) -> T
     if prob.shape != target.shape:
         raise ValueError(f"prob {tuple(prob.shape)} and target {tuple(target.shape)} differ in shape")
     per_sample = (prob - target.to(prob.dtype)).pow(2).flatten(1).mean(dim=1)
+    if weight is None:
+        return per_sample.mean()
+    return (per_sample * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def heatmap_mass(scores: Tensor, target: Tensor, temperature: float, weight: Tensor | None = None) -> Tensor:
+    """``-log`` of the share of a map's spatial softmax that falls inside a (soft) target mask, averaged.
+
+    ``p = softmax(scores / temperature)`` over the pixels of each map and ``loss = -log(sum_i target_i * p_i)``: the
+    loss is small when the map's mass, and so its peak, lies inside the target, wherever inside (a multiple-instance
+    reading of a box, which also holds background). Every pixel gets a gradient and adding a constant to a map changes
+    nothing, unlike a binary cross-entropy on a min-max-normalized map, where the clamped maximum (and minimum) get
+    none: that maximum can then settle anywhere, for example in a corner that no object covers.
+
+    Args:
+        scores: (B, H, W) raw maps (any range; ``temperature`` is in their units).
+        target: (B, H, W) masks in [0, 1] (soft pseudo-labels allowed); a sample whose mask is all zero contributes 0
+            and should get weight 0.
+        temperature: softmax temperature (positive).
+        weight: optional per-sample weights (B,); the mean is taken over the weighted samples.
+    """
+    if scores.shape != target.shape:
+        raise ValueError(f"scores {tuple(scores.shape)} and target {tuple(target.shape)} differ in shape")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    log_p = F.log_softmax(scores.flatten(1).float() / temperature, dim=1)
+    t = target.flatten(1).to(log_p.dtype)
+    empty = t.amax(dim=1) <= 0
+    # log(sum_i t_i p_i) as a logsumexp over the pixels the mask touches; an empty mask gives 0 instead of -inf.
+    log_mass = torch.logsumexp(log_p + torch.log(t.clamp_min(1e-12)), dim=1)
+    per_sample = torch.where(empty, torch.zeros_like(log_mass), -log_mass)
     if weight is None:
         return per_sample.mean()
     return (per_sample * weight).sum() / weight.sum().clamp_min(1e-12)

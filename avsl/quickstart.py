@@ -11,13 +11,11 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
 from avsl.cli import AVSLCLI, resolve_config
-from avsl.evaluate import centre_gaussian, evaluate, uniform
+from avsl.evaluate import evaluate, evaluate_controls, uniform
 from avsl.types import AVBatch
 from avsl.viz import heatmap_grid
 
@@ -30,14 +28,15 @@ _ROWS: tuple[tuple[str, str], ...] = (
     ("sspl/ciou", "cIoU@0.5 (sspl)"),
     ("sspl/auc", "AUC (sspl)"),
     ("miou", "mIoU"),
+    ("pointing", "pointing"),
 )
 
 
 def _table(results: dict[str, dict[str, float]]) -> str:
     names = list(results)
-    lines = [f"{'metric':18s}" + "".join(f"{n:>18s}" for n in names)]
+    lines = [f"{'metric':18s}" + "".join(f"{n:>20s}" for n in names)]
     for key, label in _ROWS:
-        lines.append(f"{label:18s}" + "".join(f"{results[n].get(key, float('nan')):18.3f}" for n in names))
+        lines.append(f"{label:18s}" + "".join(f"{results[n].get(key, float('nan')):20.3f}" for n in names))
     return "\n".join(lines)
 
 
@@ -48,7 +47,9 @@ def run_quickstart(
     test_clips: int | None = None,
     extra_args: list[str] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Run the main job and return ``{"EZ-VSL": metrics, "centre Gaussian": ..., "uniform": ...}``.
+    """Run the main job and return ``{"EZ-VSL": metrics, "EZ-VSL, other sound": ..., "centre Gaussian": ...,
+    "uniform": ...}``; "other sound" scores each test frame with another clip's sound
+    (:func:`avsl.evaluate.evaluate_controls`).
 
     ``max_epochs``, ``train_clips`` and ``test_clips`` override the shipped config (the tests use tiny values);
     ``extra_args`` are passed to LightningCLI as they are (for example ``["--trainer.accelerator=cpu"]``).
@@ -68,21 +69,15 @@ def run_quickstart(
 
     model = cli.model.eval()
     test_set = cli.datamodule.test
-    loader: DataLoader[Any] = DataLoader(test_set, batch_size=64)
     device = model.device
-
-    def method_maps(batch: AVBatch) -> torch.Tensor:
-        maps: torch.Tensor = model.localize(batch["image"].to(device), batch["audio"].to(device), normalize=False)
-        return maps.cpu()
-
-    def constant(template: torch.Tensor) -> Any:
-        return lambda batch: template.expand(batch["image"].shape[0], *template.shape)
-
+    controls = evaluate_controls(model, test_set, protocols=("ezvsl", "sspl"), batch_size=64)
     h, w = test_set[0]["image"].shape[-2:]
+    flat = uniform(h, w)
     results = {
-        "EZ-VSL": evaluate(method_maps, loader),
-        "centre Gaussian": evaluate(constant(centre_gaussian(h, w)), loader),
-        "uniform": evaluate(constant(uniform(h, w)), loader),
+        "EZ-VSL": controls["right"],
+        "EZ-VSL, other sound": controls["other"],
+        "centre Gaussian": controls["centre"],
+        "uniform": evaluate(lambda b: flat.expand(b["image"].shape[0], h, w), DataLoader(test_set, batch_size=64)),
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))

@@ -15,7 +15,7 @@ import inspect
 import re
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,7 @@ def train_recipe(
     labeled_fraction: float = 0.1,
     seed: int = 0,
     overrides: dict[str, Any] | None = None,
+    max_epochs: int | None = None,
     workdir: str | Path | None = None,
 ) -> tuple[LocalizationMethod, float]:
     """Train a recipe on a setting's training split; returns the trained model (eval mode) and the seconds it took.
@@ -138,9 +139,12 @@ def train_recipe(
         labeled_fraction: share of the training clips with ground truth, for recipes that need labels.
         seed: ``seed_everything`` before the model is built (initialization and batch order).
         overrides: ``init_args`` of the model (top level) to replace, e.g. ``{"lambda_unsup": 0.0}`` for ablations.
+        max_epochs: train this many epochs (every stage, for USPL) instead of the recipe's (quick checks).
         workdir: where USPL's stage checkpoints go (a temporary folder by default).
     """
     recipe = load_recipe(key) if isinstance(key, str) else key
+    if max_epochs is not None:
+        recipe = replace(recipe, max_epochs=max_epochs, stage_epochs={s: max_epochs for s in recipe.stage_epochs})
     spec = copy.deepcopy(recipe.model)
     spec = _with_sample_rate(spec, int(setting.knobs.get("sample_rate", 16000)))
     spec["init_args"].update(overrides or {})

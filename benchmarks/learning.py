@@ -25,59 +25,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
 from avsl.data import SETTINGS
 from avsl.data.settings import SynthAVSetting
-from avsl.evaluate import centre_gaussian, evaluate
-from avsl.methods import LocalizationMethod
+from avsl.evaluate import evaluate_controls
 from avsl.recipes import RECIPES, train_recipe
-from avsl.types import AVBatch, AVSample
 
 KEYS = ("sspl/ciou", "sspl/auc", "sspl/mean_ciou", "pointing")
-
-
-class OtherSound(Dataset[AVSample]):
-    """The frames of ``dataset`` with the sound of another clip: clip ``i`` gets the audio of clip ``i + N // 2``."""
-
-    def __init__(self, dataset: Dataset[AVSample]) -> None:
-        self.dataset = dataset
-        self.n = len(dataset)  # type: ignore[arg-type]
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> AVSample:
-        sample = dict(self.dataset[index])
-        sample["audio"] = self.dataset[(index + self.n // 2) % self.n]["audio"]
-        return sample  # type: ignore[return-value]
-
-
-def evaluate_model(model: LocalizationMethod, test: Dataset[AVSample]) -> dict[str, dict[str, float]]:
-    """Scores with the right sound, another clip's sound, and the centre prior's."""
-    model.eval()
-
-    def maps(batch: AVBatch) -> Tensor:
-        out: Tensor = model.localize(batch["image"], batch["audio"], normalize=False)
-        return out
-
-    right = list(DataLoader(test, batch_size=100))
-    other = DataLoader(OtherSound(test), batch_size=100)
-    h, w = right[0]["image"].shape[-2:]
-    prior = centre_gaussian(h, w)
-    return {
-        "right": evaluate(maps, right, protocols=("sspl",)),
-        "other": evaluate(maps, other, protocols=("sspl",)),
-        "centre": evaluate(lambda b: prior.expand(b["image"].shape[0], h, w), right, protocols=("sspl",)),
-    }
 
 
 def run(method: str, setting: SynthAVSetting, args: argparse.Namespace) -> dict[str, Any]:
     model, seconds = train_recipe(
         method, setting, train_clips=args.train_clips, labeled_fraction=args.labeled, seed=args.seed
     )
-    scores = evaluate_model(model, setting.dataset("test", args.test_clips))
+    scores = evaluate_controls(model, setting.dataset("test", args.test_clips))
     return {
         "setting": setting.name,
         "held_out": setting.held_out,

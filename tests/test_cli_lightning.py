@@ -97,8 +97,9 @@ def test_quickstart_runs_end_to_end_on_tiny_settings(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "centre Gaussian" in out and "cIoU@0.5" in out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"EZ-VSL", "centre Gaussian", "uniform"}
+    assert set(metrics) == {"EZ-VSL", "EZ-VSL, other sound", "centre Gaussian", "uniform"}
     assert 0.0 <= metrics["EZ-VSL"]["ezvsl/ciou"] <= 1.0
+    assert 0.0 <= metrics["EZ-VSL, other sound"]["pointing"] <= 1.0
     assert (tmp_path / "heatmaps.png").stat().st_size > 0
     config = yaml.safe_load(next(tmp_path.rglob("config.yaml")).read_text())
     assert config["model"]["class_path"] == "avsl.methods.EZVSL"

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avsl.losses import heatmap_bce, mil_infonce, mil_similarity, minmax_normalize, negcos, simsiam_loss
+from avsl.losses import heatmap_bce, heatmap_mass, mil_infonce, mil_similarity, minmax_normalize, negcos, simsiam_loss
 
 
 def test_mil_similarity_is_the_max_over_locations() -> None:
@@ -66,3 +66,45 @@ def test_minmax_normalize_constant_maps_become_zero() -> None:
     out = minmax_normalize(maps)
     assert torch.equal(out[0], torch.zeros(2, 2))
     torch.testing.assert_close(out[1], torch.tensor([[0.0, 0.25], [0.5, 1.0]]))
+
+
+def test_heatmap_mass_hand_computed() -> None:
+    # Two pixels at 0, two at ln(3) (temperature 1): softmax masses 1/8, 1/8, 3/8, 3/8.
+    scores = torch.tensor([[[0.0, 0.0], [math.log(3.0), math.log(3.0)]]])
+    target = torch.tensor([[[0.0, 0.0], [1.0, 0.0]]])
+    assert heatmap_mass(scores, target, 1.0).item() == pytest.approx(-math.log(3 / 8), rel=1e-6)
+    soft = torch.tensor([[[1.0, 0.0], [0.5, 0.0]]])  # sum_i t_i p_i = 1/8 + 3/16
+    assert heatmap_mass(scores, soft, 1.0).item() == pytest.approx(-math.log(5 / 16), rel=1e-6)
+    # A shift of the map changes nothing; a lower temperature concentrates the mass on the maximum.
+    assert heatmap_mass(scores + 7.0, target, 1.0).item() == pytest.approx(-math.log(3 / 8), rel=1e-5)
+    assert heatmap_mass(scores, target, 0.01).item() == pytest.approx(math.log(2), rel=1e-4)
+
+
+def test_heatmap_mass_gives_the_maximum_a_gradient_and_skips_empty_targets() -> None:
+    scores = torch.tensor([[[0.0, 1.0], [0.2, 0.3]], [[0.5, 0.1], [0.0, 0.9]]], requires_grad=True)
+    target = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    loss = heatmap_mass(scores, target, 0.5, weight=torch.tensor([1.0, 0.0]))
+    loss.backward()
+    assert scores.grad is not None
+    assert scores.grad[0, 0, 1] > 0  # the maximum, outside the target, is pushed down
+    assert scores.grad[0, 0, 0] < 0  # the target pixel is pulled up
+    assert torch.equal(scores.grad[1], torch.zeros(2, 2))  # the empty target of weight 0 adds nothing
+    # Unweighted, an empty mask contributes 0 (never -log 0).
+    assert torch.isfinite(heatmap_mass(scores.detach(), target, 0.5))
+    with pytest.raises(ValueError, match="temperature"):
+        heatmap_mass(scores, target, 0.0)
+
+
+def test_mil_similarity_smooth_maximum() -> None:
+    torch.manual_seed(0)
+    visual = F.normalize(torch.randn(3, 8, 2, 3), dim=1)
+    audio = F.normalize(torch.randn(2, 8), dim=1)
+    cos = torch.einsum("ichw,jc->ijhw", visual, audio).flatten(2)
+    # T log mean exp(cos / T): hand-computed, between the mean and the maximum, and the maximum as T -> 0.
+    expected = 0.2 * torch.log(torch.exp(cos / 0.2).mean(dim=2))
+    torch.testing.assert_close(mil_similarity(visual, audio, 0.2), expected)
+    assert bool((expected <= cos.amax(2) + 1e-6).all() and (expected >= cos.mean(2) - 1e-6).all())
+    torch.testing.assert_close(mil_similarity(visual, audio, 1e-4), mil_similarity(visual, audio), atol=2e-3, rtol=0)
+    assert mil_infonce(visual[:2], audio, 0.1, pool_temperature=0.2).isfinite()
+    with pytest.raises(ValueError, match="pool_temperature"):
+        mil_similarity(visual, audio, 0.0)

@@ -87,3 +87,29 @@ def test_encoders_give_unit_norm_features_and_cosine_maps() -> None:
     torch.testing.assert_close(a.norm(dim=1), torch.ones(2))
     sim = cosine_map(v, a)
     assert sim.shape == (2, 4, 4) and float(sim.detach().abs().max()) <= 1.0 + 1e-5
+
+
+def test_tiny_cnn_features_are_centred_on_their_cells() -> None:
+    # The receptive field of feature (i, j) of a stride-16 map, probed through its gradient, is centred on the middle
+    # of its 16 x 16 cell (4x4 stride-2 kernels), where bilinear upsampling with align_corners=False draws it.
+    from avsl.nn.backbones import TinyCNN
+
+    net = TinyCNN().eval()
+    for module in net.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            torch.nn.init.constant_(module.weight, 0.01)
+    image = torch.ones(1, 3, 128, 128, requires_grad=True)
+    (grad,) = torch.autograd.grad(net(image)[0, :, 3, 4].sum(), image)  # receptive field inside the frame
+    weight = grad[0].abs().sum(0)
+    ys, xs = torch.meshgrid(torch.arange(128.0) + 0.5, torch.arange(128.0) + 0.5, indexing="ij")
+    centre = (float((weight * ys).sum() / weight.sum()), float((weight * xs).sum() / weight.sum()))
+    assert centre == pytest.approx((3 * 16 + 8, 4 * 16 + 8), abs=1e-3)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100])
+def test_logmel_frames_are_durations_at_any_rate(rate: int) -> None:
+    from avsl.nn.audio import LogMelSpectrogram
+
+    out = LogMelSpectrogram(rate)(torch.randn(2, rate))  # 1 s: 25-ms windows every 10 ms
+    assert out.shape[:3] == (2, 1, 64) and 94 <= out.shape[-1] <= 98
+    assert torch.isfinite(out).all()

@@ -74,6 +74,22 @@ def test_supervised_loss_hand_computed(kind: str) -> None:
     assert set(losses) == {"sup", "unsup_const"}
 
 
+def test_supervised_mass_loss_hand_computed() -> None:
+    # FixedMaps' score range is the base's default (-1, 1): unit scores (m + 1) / 2 of the 4x4 nearest upsampling,
+    # softmax at temperature 0.5 over the 16 pixels, -log of the mass in the right half.
+    gt = torch.zeros(2, 4, 4)
+    gt[:, :, 2:] = 1.0
+    gt[1] = 0.0  # left out of the mean
+    model = SemiPL(FixedMaps(), sup_loss="mass", sup_temperature=0.5)  # type: ignore[arg-type]
+    losses = model.training_losses({"unlabeled": _batch(3), "labeled": _batch(2, gt=gt)})  # type: ignore[typeddict-item]
+    unit = (torch.tensor([0.0, 1.0, 2.0, 4.0]) + 1) / 2
+    weights = torch.exp(unit / 0.5)  # each value covers 4 pixels (a 2x2 block) of the 4x4 map
+    inside = float(weights[1] + weights[3]) / float(weights.sum())
+    assert losses["sup"].item() == pytest.approx(-math.log(inside), rel=1e-5)
+    with pytest.raises(ValueError, match="sup_temperature"):
+        SemiPL(FixedMaps(), sup_loss="mass", sup_temperature=0.0)
+
+
 def test_needs_labeled_batches_with_gt_maps() -> None:
     model = SemiPL(FixedMaps())
     with pytest.raises(ValueError, match="SemiPL needs labeled batches"):

@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import Subset
 
 from avsl.data import AVDataModule, SynthAV
-from avsl.losses import heatmap_bce, minmax_normalize
+from avsl.losses import heatmap_bce, heatmap_mass, minmax_normalize
 from avsl.methods import EZVSL, METHODS, load_method
 from avsl.methods.xpl import XPL
 from avsl.metrics._ids import hash_sample_id
@@ -241,6 +241,36 @@ def test_losses_cross_wiring_on_hand_computed_targets() -> None:
     losses["a_cross"].backward()
     assert model.model_a.visual.proj.weight.grad is not None
     assert model.model_b.visual.proj.weight.grad is None
+
+
+def test_mass_map_loss_on_hand_computed_targets() -> None:
+    # map_loss="mass": the cross loss of A is heatmap_mass of A's unit-range map on the (un-augmented) batch against
+    # B's sharpened map; the supervised loss of A is heatmap_mass of A's upsampled map against gt_map.
+    torch.manual_seed(0)
+    model = XPL(
+        tiny_peer(),
+        warmup_epochs=0,
+        rampup_epochs=0,
+        select_start=1.0,
+        ema_momentum=0.0,
+        map_loss="mass",
+        map_temperature=0.1,
+        **NO_AUG,
+    )
+    batch = train_batch()
+    losses = model.training_losses(batch)
+    data, labeled = batch["unlabeled"], batch["labeled"]
+    assert model.model_b is not None
+    close = {"rtol": 1e-4, "atol": 1e-5}  # oneDNN kernels differ with and without autograd (see above)
+    with torch.no_grad():
+        ra = model.model_a(data["image"], data["audio"])
+        pb = minmax_normalize(model.model_b(data["image"], data["audio"]))
+        torch.testing.assert_close(losses["a_cross"], heatmap_mass((ra + 1) / 2, sharpen(pb, 0.5), 0.1), **close)
+        gt = labeled["gt_map"].float()
+        up = model.model_a.upsample(model.model_a(labeled["image"], labeled["audio"]), tuple(gt.shape[-2:]))
+        torch.testing.assert_close(losses["a_sup"], heatmap_mass((up + 1) / 2, gt, 0.1), **close)
+    with pytest.raises(ValueError, match="map_loss"):
+        XPL(tiny_peer(), map_loss="kl")  # type: ignore[arg-type]
 
 
 def test_losses_supervision_warmup_and_self_mode() -> None:

@@ -35,6 +35,11 @@ class EZVSL(LocalizationMethod):
         sample_rate: audio sample rate in Hz (the CLI links it to the datamodule's).
         embed_dim: dimension of the shared embedding space.
         tau: InfoNCE temperature (0.03 in the reference).
+        pool_temperature: how the cosine map is pooled into the pair's similarity: None takes its maximum (the
+            reference); a temperature T > 0 takes the smooth maximum ``T log mean exp(cos / T)``
+            (:func:`avsl.losses.mil_similarity`), which asks several cells of the source to match, not one.
+        align_corners: the upsampling of maps: True as EZ-VSL's ``test.py``; False draws each cell's value at the
+            cell's centre, the right geometry for backbones whose features are centred on their cells (``tiny_cnn``).
         gather_negatives: under DDP, contrast each sample against the batches of all processes (an all-gather that
             keeps gradients), so the number of negatives grows with the world size.
         ogl_backbone: registry name of the OGL object backbone, or None to disable OGL.
@@ -44,9 +49,9 @@ class EZVSL(LocalizationMethod):
         eval_protocol, lr, weight_decay: see :class:`LocalizationMethod`.
     """
 
-    # EZ-VSL's test.py upsamples the 7x7 map with bilinear interpolation and align_corners=True.
+    # EZ-VSL's test.py upsamples the 7x7 map with bilinear interpolation and align_corners=True (the default of the
+    # `align_corners` argument, which sets the instance's choice).
     upsample_mode: ClassVar[str] = "bilinear"
-    align_corners: ClassVar[bool | None] = True
 
     def __init__(
         self,
@@ -59,6 +64,8 @@ class EZVSL(LocalizationMethod):
         sample_rate: int = 16000,
         embed_dim: int = 512,
         tau: float = 0.03,
+        pool_temperature: float | None = None,
+        align_corners: bool = True,
         gather_negatives: bool = False,
         ogl_backbone: str | None = None,
         ogl_pretrained: bool = False,
@@ -74,7 +81,11 @@ class EZVSL(LocalizationMethod):
             raise ValueError(f"tau must be positive, got {tau}")
         if not 0.0 <= ogl_alpha <= 1.0:
             raise ValueError(f"ogl_alpha must be in [0, 1], got {ogl_alpha}")
+        if pool_temperature is not None and pool_temperature <= 0:
+            raise ValueError(f"pool_temperature must be positive or None, got {pool_temperature}")
         self.tau = tau
+        self.pool_temperature = pool_temperature
+        self.upsample_align_corners = align_corners
         self.gather_negatives = gather_negatives
         self.ogl_alpha = ogl_alpha
         self.visual = VisualEncoder(vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index, embed_dim)
@@ -82,6 +93,12 @@ class EZVSL(LocalizationMethod):
         self.ogl = None
         if ogl_backbone is not None:
             self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
+
+    def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
+        """Bilinear resizing with the ``align_corners`` of the constructor (keeps gradients)."""
+        return torch.nn.functional.interpolate(
+            raw[:, None], size=size, mode="bilinear", align_corners=self.upsample_align_corners
+        )[:, 0]
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
         """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""
@@ -93,7 +110,7 @@ class EZVSL(LocalizationMethod):
     def _object_guided(self, image: Tensor, sim: Tensor) -> Tensor:
         # EZ-VSL test.py: minmax(alpha * minmax(AV) + (1 - alpha) * minmax(OBJ)), where OBJ is the channel mean of the
         # absolute last-stage activations of a frozen ImageNet network. Mixing at the AV map's resolution equals mixing
-        # after bilinear align_corners=True upsampling: that upsampling keeps each map's min and max.
+        # after bilinear align_corners=True upsampling (the reference's): that upsampling keeps each map's min and max.
         assert self.ogl is not None
         self.ogl.eval()
         obj = self.ogl((image - self.visual.mean) / self.visual.std).abs().mean(dim=1, keepdim=True)
@@ -109,10 +126,18 @@ class EZVSL(LocalizationMethod):
         """The MIL InfoNCE of a batch, with negatives from every process when ``gather_negatives`` is set."""
         world = self.trainer.world_size if self._trainer is not None else 1
         if not (self.gather_negatives and world > 1):
-            return mil_infonce(visual, audio, self.tau)
+            return mil_infonce(visual, audio, self.tau, pool_temperature=self.pool_temperature)
         # all_gather with sync_grads keeps the gradient path to the other processes' features (Lightning docs,
         # LightningModule.all_gather); every process computes the loss of its own rows against all columns.
         v_all = torch.as_tensor(self.all_gather(visual, sync_grads=True)).flatten(0, 1)
         a_all = torch.as_tensor(self.all_gather(audio, sync_grads=True)).flatten(0, 1)
         offset = self.global_rank * visual.shape[0]
-        return mil_infonce(visual, audio, self.tau, visual_all=v_all, audio_all=a_all, offset=offset)
+        return mil_infonce(
+            visual,
+            audio,
+            self.tau,
+            visual_all=v_all,
+            audio_all=a_all,
+            offset=offset,
+            pool_temperature=self.pool_temperature,
+        )

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from avsl.losses import heatmap_bce, heatmap_mse, minmax_normalize
+from avsl.losses import heatmap_bce, heatmap_mass, heatmap_mse, minmax_normalize
 from avsl.methods.base import LocalizationMethod, adopt_cli_init_args, build_method
 from avsl.types import AVBatch, TrainBatch
 
@@ -45,7 +45,11 @@ class SemiPL(LocalizationMethod):
             checkpoints). From Python, the ``{"class_path", "init_args"}`` mapping of YAML is accepted too.
         lambda_sup: weight of the supervised heatmap loss ``L_S``.
         lambda_unsup: weight of the base's unsupervised loss ``L_U`` (applied to each of its terms).
-        sup_loss: ``"bce"`` (default) or ``"mse"`` between the normalized map and ``gt_map``.
+        sup_loss: ``"bce"`` (default) or ``"mse"`` between the min-max-normalized map and ``gt_map``, or ``"mass"``:
+            ``-log`` of the share of the map's spatial softmax inside ``gt_map`` (:func:`avsl.losses.heatmap_mass`),
+            which, unlike the other two, gives the map's maximum a gradient.
+        sup_temperature: softmax temperature of ``"mass"``, in units of the base's score range mapped to [0, 1]
+            (0.05 on a cosine map is ``softmax(cos / 0.1)``).
         unsup_on_labeled: also apply ``L_U`` to the labeled samples (they are valid unlabeled pairs as well); they are
             appended to the unlabeled batch when both have the same frame size and audio length.
         eval_protocol: cIoU protocol of validation and test (``"sspl"``: fixed threshold, as SemiPL's reference).
@@ -56,7 +60,8 @@ class SemiPL(LocalizationMethod):
         base: LocalizationMethod,
         lambda_sup: float = 1.0,
         lambda_unsup: float = 1.0,
-        sup_loss: Literal["bce", "mse"] = "bce",
+        sup_loss: Literal["bce", "mse", "mass"] = "bce",
+        sup_temperature: float = 0.05,
         unsup_on_labeled: bool = False,
         eval_protocol: str = "sspl",
     ) -> None:
@@ -64,8 +69,10 @@ class SemiPL(LocalizationMethod):
             base = build_method(base)
         if not isinstance(base, LocalizationMethod):
             raise TypeError(f"base must be a LocalizationMethod, got {type(base).__name__}")
-        if sup_loss not in ("bce", "mse"):
-            raise ValueError(f"sup_loss must be 'bce' or 'mse', got {sup_loss!r}")
+        if sup_loss not in ("bce", "mse", "mass"):
+            raise ValueError(f"sup_loss must be 'bce', 'mse' or 'mass', got {sup_loss!r}")
+        if sup_temperature <= 0:
+            raise ValueError(f"sup_temperature must be positive, got {sup_temperature}")
         if lambda_sup < 0 or lambda_unsup < 0:
             raise ValueError(f"loss weights must be >= 0, got lambda_sup={lambda_sup}, lambda_unsup={lambda_unsup}")
         # The optimizer is the base's (SSPL: its parameter groups), so its lr and weight decay are this method's too.
@@ -80,6 +87,7 @@ class SemiPL(LocalizationMethod):
         self.base = base
         self.lambda_sup, self.lambda_unsup = lambda_sup, lambda_unsup
         self.sup_loss = sup_loss
+        self.sup_temperature = sup_temperature
         self.unsup_on_labeled = unsup_on_labeled
 
     # ------------------------------------------------------------------------------------------------ inference
@@ -100,14 +108,17 @@ class SemiPL(LocalizationMethod):
 
     # ------------------------------------------------------------------------------------------------ training
     def supervised_loss(self, labeled: AVBatch) -> Tensor:
-        """``L_S`` of a labeled batch: min-max-normalized upsampled base maps against ``gt_map`` (BCE or MSE)."""
+        """``L_S`` of a labeled batch: the upsampled base maps against ``gt_map`` (``sup_loss``)."""
         if "gt_map" not in labeled:
             raise ValueError("SemiPL's labeled batches need 'gt_map' (an annotated dataset as AVDataModule's labeled)")
         target = labeled["gt_map"]
         maps = self.base.upsample(self.base(labeled["image"], labeled["audio"]), (target.shape[-2], target.shape[-1]))
+        # A sample whose ground truth is empty (a negative) cannot be matched by a normalized map: skip it.
+        weight = (target.flatten(1).amax(dim=1) > 0).float()
+        if self.sup_loss == "mass":
+            lo, hi = self.base.score_range
+            return heatmap_mass((maps.float() - lo) / (hi - lo), target, self.sup_temperature, weight)
         prob = minmax_normalize(maps.float())
-        # A sample whose ground truth is empty (a negative) cannot be matched by a min-max-normalized map: skip it.
-        weight = (target.flatten(1).amax(dim=1) > 0).to(prob.dtype)
         if self.sup_loss == "mse":
             return heatmap_mse(prob, target, weight)
         return heatmap_bce(prob, target, weight)

@@ -83,6 +83,8 @@ class USPL(LocalizationMethod):
         audio_backbone, audio_frontend, sample_rate: the stage-1 audio encoder.
         embed_dim: shared embedding dimension.
         tau: InfoNCE temperature.
+        pool_temperature: pooling of the cosine maps in the InfoNCE: None for the maximum (EZ-VSL), T > 0 for the
+            smooth maximum of :func:`avsl.losses.mil_similarity`.
         gather_negatives: under DDP, contrast against the batches of all processes (as in EZ-VSL).
         mask_grid: mask augmentation partitions each frame into ``mask_grid x mask_grid`` blocks...
         mask_ratio: ...and hides this fraction of them.
@@ -120,6 +122,7 @@ class USPL(LocalizationMethod):
         sample_rate: int = 16000,
         embed_dim: int = 512,
         tau: float = 0.03,
+        pool_temperature: float | None = None,
         gather_negatives: bool = False,
         mask_grid: int = 7,
         mask_ratio: float = 0.3,
@@ -161,7 +164,10 @@ class USPL(LocalizationMethod):
             raise ValueError("affinity_radius must be >= 1 and rw_iterations >= 0")
         self.stage: Stage = stage
         self.init_from = init_from
+        if pool_temperature is not None and pool_temperature <= 0:
+            raise ValueError(f"pool_temperature must be positive or None, got {pool_temperature}")
         self.tau = tau
+        self.pool_temperature = pool_temperature
         self.gather_negatives = gather_negatives
         self.mask_grid, self.mask_ratio = mask_grid, mask_ratio
         self.lambda_full, self.lambda_masked = lambda_full, lambda_masked
@@ -330,12 +336,20 @@ class USPL(LocalizationMethod):
         """The MIL InfoNCE of a batch, with negatives from every process when ``gather_negatives`` is set."""
         world = self.trainer.world_size if self._trainer is not None else 1
         if not (self.gather_negatives and world > 1):
-            return mil_infonce(visual, audio, self.tau)
+            return mil_infonce(visual, audio, self.tau, pool_temperature=self.pool_temperature)
         # all_gather with sync_grads keeps the gradient path to the other processes' features (as in EZ-VSL).
         v_all = torch.as_tensor(self.all_gather(visual, sync_grads=True)).flatten(0, 1)
         a_all = torch.as_tensor(self.all_gather(audio, sync_grads=True)).flatten(0, 1)
         offset = self.global_rank * visual.shape[0]
-        return mil_infonce(visual, audio, self.tau, visual_all=v_all, audio_all=a_all, offset=offset)
+        return mil_infonce(
+            visual,
+            audio,
+            self.tau,
+            visual_all=v_all,
+            audio_all=a_all,
+            offset=offset,
+            pool_temperature=self.pool_temperature,
+        )
 
     def _refine_losses(self, image: Tensor, audio: Tensor) -> dict[str, Tensor]:
         assert self.affinity is not None

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avsl.losses import heatmap_bce, minmax_normalize
+from avsl.losses import heatmap_bce, heatmap_mass, minmax_normalize
 from avsl.methods.base import LocalizationMethod, adopt_cli_init_args, build_method
 from avsl.methods.ezvsl import EZVSL
 from avsl.nn.banks import (
@@ -86,6 +86,10 @@ class XPL(LocalizationMethod):
         lambda_sup: weight of the supervised loss (> 0 needs a labeled set).
         lambda_cross: weight of the cross (pseudo-label) loss.
         lambda_con: weight of the peers' own contrastive losses.
+        map_loss: how a peer's map meets a target (its pseudo-label or ``gt_map``): ``"bce"``, the BCE of the
+            min-max-normalized map, or ``"mass"``, ``-log`` of the share of the map's spatial softmax inside the target
+            (:func:`avsl.losses.heatmap_mass`; every pixel, the maximum included, gets a gradient).
+        map_temperature: softmax temperature of ``"mass"``, in units of the peer's score range mapped to [0, 1].
         strong_crop: smallest side of the random square crop, as a fraction of the frame side (1 disables).
         strong_flip: probability of a horizontal flip.
         strong_jitter: strength of the random brightness and contrast change (0 disables).
@@ -113,6 +117,8 @@ class XPL(LocalizationMethod):
         lambda_sup: float = 1.0,
         lambda_cross: float = 1.0,
         lambda_con: float = 1.0,
+        map_loss: Literal["bce", "mass"] = "bce",
+        map_temperature: float = 0.05,
         strong_crop: float = 0.8,
         strong_flip: float = 0.5,
         strong_jitter: float = 0.2,
@@ -154,6 +160,11 @@ class XPL(LocalizationMethod):
         self.lambda_sup = lambda_sup
         self.lambda_cross = lambda_cross
         self.lambda_con = lambda_con
+        if map_loss not in ("bce", "mass"):
+            raise ValueError(f"map_loss must be 'bce' or 'mass', got {map_loss!r}")
+        if map_temperature <= 0:
+            raise ValueError(f"map_temperature must be positive, got {map_temperature}")
+        self.map_loss, self.map_temperature = map_loss, map_temperature
         self.strong_crop = strong_crop
         self.strong_flip = strong_flip
         self.strong_jitter = strong_jitter
@@ -261,9 +272,9 @@ class XPL(LocalizationMethod):
                 source = self.bank_a if self.pseudo_labels == "self" or name == "b" else self.bank_b
                 stored, _ = source.read(keys)
                 target = crop_flip(stored[:, None], params)[:, 0]
-                pred = minmax_normalize(peer(strong, audio).float())
-                target = _resize_like(target, pred)
-                losses[f"{name}_cross"] = cross_weight * heatmap_bce(pred, target, weight=selected.float())
+                raw = peer(strong, audio).float()
+                target = _resize_like(target, raw)
+                losses[f"{name}_cross"] = cross_weight * self._map_loss(peer, raw, target, selected.float())
             if self.lambda_sup > 0:
                 losses[f"{name}_sup"] = self.lambda_sup * self._supervised(peer, batch["labeled"])
         return losses
@@ -275,9 +286,15 @@ class XPL(LocalizationMethod):
         params = crop_flip_params(image.shape[0], self.strong_crop, self.strong_flip, image.device)
         image = jitter_brightness_contrast(crop_flip(image, params), self.strong_jitter)
         gt = crop_flip(gt[:, None], params)[:, 0]
-        raw = peer(image, labeled["audio"]).float()
-        prob = minmax_normalize(peer.upsample(raw, (gt.shape[-2], gt.shape[-1])))
-        return heatmap_bce(prob, gt)
+        raw = peer.upsample(peer(image, labeled["audio"]).float(), (gt.shape[-2], gt.shape[-1]))
+        return self._map_loss(peer, raw, gt, (gt.flatten(1).amax(dim=1) > 0).float())
+
+    def _map_loss(self, peer: LocalizationMethod, raw: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+        """``map_loss`` between a peer's raw maps and targets of the same size, averaged over the weighted samples."""
+        if self.map_loss == "mass":
+            lo, hi = peer.score_range
+            return heatmap_mass((raw - lo) / (hi - lo), target, self.map_temperature, weight)
+        return heatmap_bce(minmax_normalize(raw), target, weight=weight)
 
     def _update_banks(self, keys: Tensor, labels: dict[str, Tensor], score: Tensor) -> None:
         """PL-EMA update of every peer's bank and the stored reliability, with the updates of all processes."""

@@ -75,13 +75,19 @@ class TimmBackbone(Backbone):
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    # A stride-2 stage starts with a 4x4 kernel (padding 1): output k then reads inputs 2k-1 .. 2k+2, centred on the
+    # middle of its 2x2 cell. A 3x3 kernel (taps 2k-1 .. 2k+1) centres output k on the cell's top-left input pixel, so
+    # after four stages every feature looks 7.5 px up-left of the cell centre where upsampling draws it: maps come out
+    # shifted down-right by half a cell (seen on SynthAV as heat beside small objects).
+    kernel = 4 if stride == 2 else 3
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        nn.Conv2d(cin, cout, kernel, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
     )
 
 
 class TinyCNN(Backbone):
-    """A small CNN for tests, CPU quick starts and SynthAV: four stride-2 stages of two 3x3 convs each.
+    """A small CNN for tests, CPU quick starts and SynthAV: four stride-2 stages (a 4x4 stride-2 conv, then a 3x3
+    conv), each feature centred on its output cell.
 
     Not from any paper. ``out_index`` picks the stage (stride 2, 4, 8 or 16); ``width`` scales the channels.
     """

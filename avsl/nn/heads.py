@@ -98,4 +98,5 @@ class AudioEncoder(nn.Module):
 
 def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
     """Per-location similarity (B, h, w) of L2-normalized maps (B, D, h, w) with their paired embeddings (B, D)."""
-    return torch.einsum("bchw,bc->bhw", visual, audio)
+    with torch.autocast(visual.device.type, enabled=False):  # float32 maps also under autocast (see mil_similarity)
+        return torch.einsum("bchw,bc->bhw", visual.float(), audio.float())
