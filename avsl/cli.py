@@ -189,9 +189,28 @@ def _synth(argv: list[str]) -> int:
     parser.add_argument("--negative-fraction", type=float, default=0.0, help="fraction of silent/off-screen clips")
     parser.add_argument("--snr-db", type=float, nargs=2, default=(0.0, 20.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--object-scale", type=float, nargs=2, default=(0.3, 0.7), metavar=("LOW", "HIGH"))
+    parser.add_argument(
+        "--setting", default=None, help="the knobs of a named setting of avsl.data.SETTINGS (instead of knob options)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    knobs = ["image_size", "sample_rate", "duration", "num_classes", "num_distractors", "num_sources"]
+    knobs += ["negative_fraction", "snr_db", "object_scale", "seed"]
     ns = parser.parse_args(argv)
+    from avsl.data.settings import SETTINGS
     from avsl.data.synthetic import SynthAV, write_synthav
+
+    if ns.setting is not None:
+        if ns.setting not in SETTINGS:
+            parser.error(f"unknown setting {ns.setting!r}; choose one of {', '.join(SETTINGS)}")
+        given = [k for k in knobs if getattr(ns, k) != parser.get_default(k)]
+        if given:
+            parser.error(f"--setting fixes the knobs (and the seeds): leave out {', '.join('--' + k for k in given)}")
+        setting = SETTINGS[ns.setting]
+        sizes = {"train": ns.train, "val": ns.val, "test": ns.test}
+        splits = {name: setting.dataset(name, n, cache=False) for name, n in sizes.items() if n > 0}  # type: ignore[arg-type]
+        root = write_synthav(ns.out, splits, progress=not ns.quiet)
+        print(f"wrote {sum(sizes.values())} SynthAV clips of setting {ns.setting!r} to {root}")
+        return 0
 
     def split(n: int, offset: int) -> SynthAV:
         return SynthAV(

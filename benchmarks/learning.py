@@ -10,6 +10,7 @@ threshold), AUC, mean cIoU and the pointing rate (the map's peak inside the grou
     python benchmarks/learning.py --methods ezvsl xpl --settings camera crowd
     python benchmarks/learning.py --held-out                     # the settings no recipe was tuned on
     python benchmarks/learning.py --table runs/learning/results.jsonl   # print the table of earlier runs
+    python benchmarks/learning.py --methods ezvsl --settings camera --set lr=1e-3 --name "ezvsl, lr 1e-3"  # a variant
 
 Each finished run is appended to ``--out``/results.jsonl, so a long benchmark can be stopped and resumed
 (``--resume`` skips the pairs already there).
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from avsl.data import SETTINGS
 from avsl.data.settings import SynthAVSetting
@@ -35,14 +37,21 @@ KEYS = ("sspl/ciou", "sspl/auc", "sspl/mean_ciou", "pointing")
 
 
 def run(method: str, setting: SynthAVSetting, args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
     model, seconds = train_recipe(
-        method, setting, train_clips=args.train_clips, labeled_fraction=args.labeled, seed=args.seed
+        method,
+        setting,
+        train_clips=args.train_clips,
+        labeled_fraction=args.labeled,
+        seed=args.seed,
+        overrides=overrides,
+        max_epochs=args.epochs,
     )
     scores = evaluate_controls(model, setting.dataset("test", args.test_clips))
     return {
         "setting": setting.name,
         "held_out": setting.held_out,
-        "method": method,
+        "method": args.name or method,
         "seed": args.seed,
         "train_clips": args.train_clips,
         "minutes": seconds / 60,
@@ -77,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labeled", type=float, default=0.1, help="labeled share for SemiPL and XPL (0.1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model init_args to override")
+    parser.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of the recipe's")
+    parser.add_argument("--name", default=None, help="the method's name in the table (for variants)")
     parser.add_argument("--out", default="runs/learning", help="folder of results.jsonl")
     parser.add_argument("--resume", action="store_true", help="skip (setting, method, seed) pairs already in --out")
     parser.add_argument("--table", default=None, help="print the table of a results.jsonl and exit")
@@ -99,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in names:
         for method in args.methods:
-            if (name, method, args.seed) in done:
+            if (name, args.name or method, args.seed) in done:
                 continue
             start = time.time()
             row = run(method, SETTINGS[name], args)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
-from avsl.data import SETTINGS, SynthAV
+from avsl.cli import main
+from avsl.data import SETTINGS, SynthAV, VGGSSDataset
 from avsl.data.settings import SPLIT_SEEDS
 from avsl.evaluate import OtherSound, evaluate_controls
 from avsl.methods import LocalizationMethod
@@ -182,3 +185,15 @@ def test_evaluate_controls_reports_right_other_and_centre() -> None:
     assert results["other"]["pointing"] == 0.0
     assert results["centre"]["pointing"] == 0.0
     assert results["right"]["sspl/mean_ciou"] > results["other"]["sspl/mean_ciou"]
+
+
+def test_avsl_synth_writes_a_named_setting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["synth", "--out", str(tmp_path), "--setting", "crowd", "--train", "1", "--val", "0", "--test", "2"]
+    assert main([*args, "--quiet"]) == 0
+    assert "setting 'crowd'" in capsys.readouterr().out
+    test = VGGSSDataset(tmp_path, split="test", annotations="annotations.json", image_size=128, duration=0.5)
+    assert [s["sample_id"] for s in test] == [SETTINGS["crowd"].dataset("test", 2).sample_id(i) for i in range(2)]
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path), "--setting", "crowd", "--num-classes", "4"])
+    with pytest.raises(SystemExit):
+        main(["synth", "--out", str(tmp_path), "--setting", "nowhere"])
