@@ -3,14 +3,15 @@
 A recipe is the model section of a method's CPU config plus its training schedule (``trainer.max_epochs`` and
 ``trainer.precision``; USPL's three stages give their epochs in the config's header comment, one ``avsl fit`` line per
 stage). ``benchmarks/learning.py`` and the slow learning tests train every recipe on the settings of
-:data:`avsl.data.SETTINGS` through :func:`train_recipe`, with the data roles every method gets alike: an unlabeled
-training set without dataset-level augmentation (methods that want augmented views make them on the device) and,
-for the semi-supervised methods, a labeled share of the training clips.
+:data:`avsl.data.SETTINGS` through :func:`train_recipe`, with the data roles and augmentations that ``avsl fit`` gives
+them: the unlabeled training clips with the ``augment`` of ``avsl/configs/data/synthav.yaml`` (or, for the
+semi-supervised methods, ``synthav_semi.yaml``, whose labeled share of the training clips has an ``augment`` too).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 import re
 import tempfile
@@ -25,6 +26,7 @@ import yaml
 from avsl.cli import resolve_config
 from avsl.data import AVDataModule, split_labeled
 from avsl.data.settings import SynthAVSetting
+from avsl.data.transforms import SampleTransform
 from avsl.methods.base import LocalizationMethod, build_method, import_method
 
 __all__ = ["RECIPES", "Recipe", "load_recipe", "train_recipe"]
@@ -32,6 +34,8 @@ __all__ = ["RECIPES", "Recipe", "load_recipe", "train_recipe"]
 #: The method keys that have a CPU recipe (``avsl/configs/methods/<key>_synthav.yaml``).
 RECIPES: tuple[str, ...] = ("ezvsl", "sspl", "semipl", "xpl", "uspl")
 
+# The command of a recipe's header that names a data config: "avsl fit -c semipl_synthav -c synthav".
+_DATA_CONFIG = re.compile(r"avsl fit -c \w+ -c (\w+)")
 # One stage line of USPL's header: "avsl fit -c uspl_synthav --model.init_args.stage refine --trainer.max_epochs 2".
 _STAGE_LINE = re.compile(r"--model\.init_args\.stage\s+(\w+)(?:.*?--trainer\.max_epochs\s+(\d+))?")
 
@@ -49,6 +53,8 @@ class Recipe:
         labeled_batch_size: labeled batch size (semi-supervised methods).
         stage_epochs: USPL's epochs per stage, in order; empty for single-stage methods.
         needs_labels: the method trains with a labeled set.
+        augment: the training augmentation of the unlabeled clips (from the data config the recipe is run with).
+        labeled_augment: the training augmentation of the labeled clips.
     """
 
     key: str
@@ -59,6 +65,8 @@ class Recipe:
     labeled_batch_size: int
     stage_epochs: dict[str, int]
     needs_labels: bool
+    augment: SampleTransform | None = None
+    labeled_augment: SampleTransform | None = None
 
 
 def load_recipe(key: str) -> Recipe:
@@ -78,6 +86,7 @@ def load_recipe(key: str) -> Recipe:
             stages[match.group(1)] = int(match.group(2) or max_epochs)
     model = config["model"]
     needs_labels = key in ("semipl", "xpl") and float(model["init_args"].get("lambda_sup", 1.0)) > 0
+    augment, labeled_augment = _augments(config, text)
     return Recipe(
         key=key,
         model=model,
@@ -87,7 +96,37 @@ def load_recipe(key: str) -> Recipe:
         labeled_batch_size=int(data.get("labeled_batch_size", 16)),
         stage_epochs=stages,
         needs_labels=needs_labels,
+        augment=augment,
+        labeled_augment=labeled_augment,
     )
+
+
+def _augments(config: dict[str, Any], header: str) -> tuple[SampleTransform | None, SampleTransform | None]:
+    """The training augmentation of the unlabeled and the labeled clips, built, as ``avsl fit`` gets them from the
+    command in the recipe's header: the recipe's own ``data`` section, then the data config after it
+    (``avsl fit -c xpl_synthav -c synthav_semi``), which replaces what it sets."""
+    sections = [(config.get("data") or {}).get("init_args") or {}]
+    match = _DATA_CONFIG.search(header)
+    if match:
+        data_config = yaml.safe_load(Path(resolve_config(f"data/{match.group(1)}.yaml")).read_text())
+        sections.append(data_config["data"]["init_args"])
+    specs: dict[str, Any] = {"unlabeled": None, "labeled": None}
+    for section in sections:
+        for role in specs:
+            spec = ((section.get(role) or {}).get("init_args") or {}).get("augment")
+            specs[role] = spec if spec is not None else specs[role]
+    return _build(specs["unlabeled"]), _build(specs["labeled"])
+
+
+def _build(spec: Any) -> Any:
+    """Instantiate a ``class_path`` / ``init_args`` spec (nested specs and lists too), as LightningCLI would."""
+    if isinstance(spec, list):
+        return [_build(v) for v in spec]
+    if isinstance(spec, dict) and "class_path" in spec:
+        module, _, name = str(spec["class_path"]).rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        return cls(**{k: _build(v) for k, v in (spec.get("init_args") or {}).items()})
+    return spec
 
 
 def _with_sample_rate(spec: Any, rate: int) -> Any:
@@ -150,9 +189,12 @@ def train_recipe(
     spec["init_args"].update(overrides or {})
     pl.seed_everything(seed, verbose=False)
     model = build_method(spec)
-    train = setting.dataset("train", train_clips)
+    train = setting.dataset("train", train_clips, augment=recipe.augment)
     if recipe.needs_labels:
-        labeled, unlabeled = split_labeled(train, labeled_fraction, seed=seed)
+        # The same clips split the same way, each role with its own augmentation.
+        _, unlabeled = split_labeled(train, labeled_fraction, seed=seed)
+        with_boxes = setting.dataset("train", train_clips, augment=recipe.labeled_augment)
+        labeled, _ = split_labeled(with_boxes, labeled_fraction, seed=seed)
         data = AVDataModule(
             unlabeled, labeled, batch_size=recipe.batch_size, labeled_batch_size=recipe.labeled_batch_size
         )

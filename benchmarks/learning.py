@@ -11,6 +11,7 @@ threshold), AUC, mean cIoU and the pointing rate (the map's peak inside the grou
     python benchmarks/learning.py --held-out                     # the settings no recipe was tuned on
     python benchmarks/learning.py --table runs/learning/results.jsonl   # print the table of earlier runs
     python benchmarks/learning.py --methods ezvsl --settings camera --set lr=1e-3 --name "ezvsl, lr 1e-3"  # a variant
+    python benchmarks/learning.py --methods ezvsl --settings crowd --augment frame --name "ezvsl, no AudioJitter"
 
 Each finished run is appended to ``--out``/results.jsonl, so a long benchmark can be stopped and resumed
 (``--resume`` skips the pairs already there).
@@ -22,24 +23,37 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from avsl.data import SETTINGS
+from avsl.data import SETTINGS, AudioJitter, Compose, JointRandomCropFlip
 from avsl.data.settings import SynthAVSetting
+from avsl.data.transforms import SampleTransform
 from avsl.evaluate import evaluate_controls
-from avsl.recipes import RECIPES, train_recipe
+from avsl.recipes import RECIPES, load_recipe, train_recipe
+
+# --augment: the unlabeled clips' augmentation instead of the recipe's (ablations of docs/methods/ezvsl.md).
+AUGMENTS: dict[str, SampleTransform | None] = {
+    "none": None,
+    "frame": JointRandomCropFlip(),
+    "sound": AudioJitter(),
+    "both": Compose([JointRandomCropFlip(), AudioJitter()]),
+}
 
 KEYS = ("sspl/ciou", "sspl/auc", "sspl/mean_ciou", "pointing")
 
 
 def run(method: str, setting: SynthAVSetting, args: argparse.Namespace) -> dict[str, Any]:
     overrides = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
+    recipe = load_recipe(method)
+    if args.augment != "recipe":
+        recipe = replace(recipe, augment=AUGMENTS[args.augment])
     model, seconds = train_recipe(
-        method,
+        recipe,
         setting,
         train_clips=args.train_clips,
         labeled_fraction=args.labeled,
@@ -88,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="model init_args to override")
     parser.add_argument("--epochs", type=int, default=None, help="train this many epochs instead of the recipe's")
+    parser.add_argument(
+        "--augment", default="recipe", choices=["recipe", *AUGMENTS], help="unlabeled clips' augmentation"
+    )
     parser.add_argument("--name", default=None, help="the method's name in the table (for variants)")
     parser.add_argument("--out", default="runs/learning", help="folder of results.jsonl")
     parser.add_argument("--resume", action="store_true", help="skip (setting, method, seed) pairs already in --out")

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from avsl.cli import main
-from avsl.data import SETTINGS, SynthAV, VGGSSDataset
+from avsl.data import SETTINGS, AudioJitter, Compose, JointRandomCropFlip, SynthAV, VGGSSDataset
 from avsl.data.settings import SPLIT_SEEDS
 from avsl.evaluate import OtherSound, evaluate_controls
 from avsl.methods import LocalizationMethod
@@ -84,7 +84,7 @@ def test_bad_new_knobs_raise(kwargs: dict[str, object], message: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ settings
 def test_settings_cover_every_knob_and_hold_some_out() -> None:
-    assert {"square", "camera"} == {n for n, s in SETTINGS.items() if not s.held_out}
+    assert {"square", "camera", "portrait_small", "crowd"} == {n for n, s in SETTINGS.items() if not s.held_out}
     held_out = [s for s in SETTINGS.values() if s.held_out]
     assert len(held_out) >= 3
     varied = set().union(*(s.knobs for s in held_out))
@@ -121,6 +121,49 @@ def test_every_recipe_loads_from_its_shipped_config(key: str) -> None:
         assert recipe.stage_epochs == {}
     with pytest.raises(ValueError, match="no CPU recipe"):
         load_recipe("lvs")
+
+
+def test_recipes_augment_as_their_header_command_does() -> None:
+    # `avsl fit -c ezvsl_synthav -c synthav`: synthav.yaml crops and flips the frame and jitters the sound.
+    ezvsl = load_recipe("ezvsl")
+    assert isinstance(ezvsl.augment, Compose) and ezvsl.labeled_augment is None
+    assert [type(t) for t in ezvsl.augment.transforms] == [JointRandomCropFlip, AudioJitter]
+    # `avsl fit -c xpl_synthav -c synthav_semi`: XPL keeps pseudo-labels in the unlabeled frame, so only the sound of
+    # unlabeled clips is jittered; labeled clips are cropped and flipped with their boxes.
+    xpl = load_recipe("xpl")
+    assert isinstance(xpl.augment, AudioJitter)
+    assert isinstance(xpl.labeled_augment, Compose)
+    # USPL's config is complete (no data config in its commands): its own data section.
+    assert isinstance(load_recipe("uspl").augment, Compose)
+
+
+def test_audio_jitter_shifts_and_scales_the_sound_only() -> None:
+    torch.manual_seed(0)
+    sample = SynthAV(num_clips=1, seed=0)[0]
+    out = AudioJitter(gain_db=6.0)(sample)
+    assert out["image"] is sample["image"] and out["gt_map"] is sample["gt_map"]
+    wave, jittered = sample["audio"], out["audio"]
+    assert jittered.shape == wave.shape and not torch.equal(jittered, wave)
+    # A circular shift times a gain: some roll of the original matches up to one factor within +-6 dB.
+    spectrum = torch.fft.ifft(torch.fft.fft(jittered) * torch.fft.fft(wave).conj()).real
+    shift = int(spectrum.argmax())
+    gain = float(jittered @ wave.roll(shift)) / float(wave @ wave)
+    torch.testing.assert_close(jittered, gain * wave.roll(shift), atol=1e-5, rtol=1e-4)
+    assert 10 ** (-6 / 20) - 1e-6 <= gain <= 10 ** (6 / 20) + 1e-6
+    assert torch.equal(AudioJitter(shift=False, gain_db=0.0)(sample)["audio"], wave)
+    with pytest.raises(ValueError, match="gain_db"):
+        AudioJitter(gain_db=-1.0)
+
+
+def test_compose_applies_in_order_and_rejects_non_transforms() -> None:
+    sample = SynthAV(num_clips=1, seed=0)[0]
+    flip_then_silence = Compose([JointRandomCropFlip(scale=1.0, flip_p=1.0), AudioJitter(shift=False, gain_db=0.0)])
+    out = flip_then_silence(sample)
+    assert torch.equal(out["image"], sample["image"].flip(-1))
+    assert torch.equal(out["audio"], sample["audio"])
+    assert "JointRandomCropFlip" in repr(flip_then_silence)
+    with pytest.raises(TypeError, match="callable"):
+        Compose([JointRandomCropFlip(), "flip"])  # type: ignore[list-item]
 
 
 def test_train_recipe_links_the_settings_sample_rate_and_trains() -> None:

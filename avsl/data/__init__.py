@@ -16,13 +16,15 @@ from avsl.data.io import DataError, DataWarning, load_audio, load_image
 from avsl.data.settings import SETTINGS, SynthAVSetting
 from avsl.data.splits import SplitOverlapWarning, check_overlap, list_splits, load_annotations, load_split
 from avsl.data.synthetic import SynthAV, write_synthav
-from avsl.data.transforms import JointRandomCropFlip
+from avsl.data.transforms import AudioJitter, Compose, JointRandomCropFlip
 
 __all__ = [
     "SETTINGS",
     "AVDataModule",
     "AVSBenchDataset",
+    "AudioJitter",
     "ChaoticWorldDataset",
+    "Compose",
     "DataError",
     "DataWarning",
     "FlickrSoundNetDataset",

@@ -2,10 +2,12 @@
 
 A recipe (``avsl/configs/methods/<key>_synthav.yaml``) that works on the data it was tuned on proves little. The
 settings below vary every knob of :class:`~avsl.data.synthetic.SynthAV` (frame size and aspect ratio, object scale,
-distractors, number of classes, background, noise colour and level, sample rate and clip length). Two of them are
-for **tuning**: recipes were chosen by looking at results there. The others are **held out**: they were fixed before
-the recipes were chosen, nothing was tuned on them, and the figures in ``benchmarks/README.md`` and the slow tests'
-margins come from them. ``benchmarks/learning.py`` trains every method on every setting.
+distractors, number of classes, background, noise colour and level, sample rate and clip length). Four of them are
+for **tuning**: recipes were chosen by looking at results there. ``crowd`` and ``portrait_small`` were first held out;
+EZ-VSL's recipe failed on them, the cause was found there (the encoders learned to recognise each training clip, see
+:class:`~avsl.data.AudioJitter`), so they became tuning settings. The others are **held out**: no recipe was tuned on
+them, they were run only for the final figures, and the figures in ``benchmarks/README.md`` and the slow tests' margins
+come from them. ``benchmarks/learning.py`` trains every method on every setting.
 
 Every setting produces 128-px square samples (frames drawn at ``frame_size`` are resized as the readers resize camera
 frames), so that the recipes' time budget (2,000 clips at 128 px) holds for each.
@@ -80,10 +82,9 @@ SETTINGS: dict[str, SynthAVSetting] = {
                 "duration": 3.0,
             },
         ),
-        # ---- held out
         SynthAVSetting(
             "portrait_small",
-            held_out=True,
+            held_out=False,
             description="portrait frames (320 x 240), small objects of 15-35 % of the width (1-7 % of the frame), "
             "three distractors, 10 classes, stripes, pink noise at 0-15 dB, 8 kHz, 2 s",
             knobs={
@@ -99,6 +100,21 @@ SETTINGS: dict[str, SynthAVSetting] = {
                 "duration": 2.0,
             },
         ),
+        SynthAVSetting(
+            "crowd",
+            held_out=False,
+            description="128-px square frames on a plain background, four distractors, objects of 15-40 % of the "
+            "side, 8 classes, brown noise at 5-20 dB, 16 kHz, 0.5 s",
+            knobs={
+                "object_scale": (0.15, 0.4),
+                "num_distractors": 4,
+                "background": "plain",
+                "noise": "brown",
+                "snr_db": (5.0, 20.0),
+                "duration": 0.5,
+            },
+        ),
+        # ---- held out
         SynthAVSetting(
             "clutter",
             held_out=True,
@@ -116,20 +132,6 @@ SETTINGS: dict[str, SynthAVSetting] = {
             },
         ),
         SynthAVSetting(
-            "crowd",
-            held_out=True,
-            description="128-px square frames on a plain background, four distractors, objects of 15-40 % of the "
-            "side, 8 classes, brown noise at 5-20 dB, 16 kHz, 0.5 s",
-            knobs={
-                "object_scale": (0.15, 0.4),
-                "num_distractors": 4,
-                "background": "plain",
-                "noise": "brown",
-                "snr_db": (5.0, 20.0),
-                "duration": 0.5,
-            },
-        ),
-        SynthAVSetting(
             "widescreen",
             held_out=True,
             description="16:9 frames (180 x 320) squeezed to 128 px, objects of 20-50 % of the height, two "
@@ -143,6 +145,24 @@ SETTINGS: dict[str, SynthAVSetting] = {
                 "snr_db": (0.0, 10.0),
                 "sample_rate": 44100,
                 "duration": 1.0,
+            },
+        ),
+        SynthAVSetting(
+            "distant",
+            held_out=True,
+            description="256-px square frames (drawn at twice the training size), small objects of 12-28 % of the "
+            "side (1.5-8 % of the frame), three distractors, 8 classes, noisy colour gradients, brown noise at "
+            "0-10 dB, 24 kHz, 2.5 s",
+            knobs={
+                "frame_size": (256, 256),
+                "object_scale": (0.12, 0.28),
+                "num_distractors": 3,
+                "background": "gradient",
+                "background_contrast": 0.8,
+                "noise": "brown",
+                "snr_db": (0.0, 10.0),
+                "sample_rate": 24000,
+                "duration": 2.5,
             },
         ),
     )

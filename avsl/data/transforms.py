@@ -12,6 +12,7 @@ are tiled, as in EZ-VSL and SSPL).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -22,6 +23,8 @@ from torch import Tensor
 from avsl.types import AVSample
 
 __all__ = [
+    "AudioJitter",
+    "Compose",
     "JointRandomCropFlip",
     "SampleTransform",
     "audio_window",
@@ -94,6 +97,61 @@ class JointRandomCropFlip:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(scale={self.scale}, flip_p={self.flip_p})"
+
+
+class AudioJitter:
+    """Training augmentation of the sound: a random circular shift in time and a random gain.
+
+    Self-supervised localization learns from which sound goes with which frame. On a small training set (SynthAV's
+    2,000 clips, repeated for several epochs) the encoders can instead learn to recognise each training clip by its
+    own sound (its noise, its level, the phase of its modulation) and each frame by its layout, and the contrastive
+    loss keeps falling while the maps drift off the objects. A new shift and gain each time a clip is drawn makes a
+    clip's sound a different input every epoch, while what identifies the source (its spectrum over time) stays.
+    Measured in ``docs/methods/ezvsl.md`` ("The CPU recipe"). The frame is untouched, so pseudo-labels and boxes of
+    the frame stay valid.
+
+    Args:
+        shift: roll the waveform by a uniformly drawn number of samples (what leaves the end re-enters at the start).
+        gain_db: scale by a gain drawn uniformly in ``[-gain_db, gain_db]`` decibels (0 disables).
+    """
+
+    def __init__(self, shift: bool = True, gain_db: float = 6.0) -> None:
+        if gain_db < 0:
+            raise ValueError(f"gain_db must be >= 0, got {gain_db}")
+        self.shift = shift
+        self.gain_db = gain_db
+
+    def __call__(self, sample: AVSample) -> AVSample:
+        out: AVSample = dict(sample)  # type: ignore[assignment]
+        wave = sample["audio"]
+        if self.shift and wave.shape[-1] > 1:
+            wave = wave.roll(int(torch.randint(0, wave.shape[-1], ()).item()), dims=-1)
+        if self.gain_db > 0:
+            gain_db = float(torch.empty(()).uniform_(-self.gain_db, self.gain_db).item())
+            wave = wave * 10.0 ** (gain_db / 20.0)
+        out["audio"] = wave
+        return out
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(shift={self.shift}, gain_db={self.gain_db})"
+
+
+class Compose:
+    """Apply sample transforms in order (e.g. ``JointRandomCropFlip`` then ``AudioJitter``)."""
+
+    def __init__(self, transforms: Sequence[SampleTransform]) -> None:
+        for t in transforms:
+            if not callable(t):
+                raise TypeError(f"every transform must be callable on a sample, got {t!r}")
+        self.transforms = list(transforms)
+
+    def __call__(self, sample: AVSample) -> AVSample:
+        for t in self.transforms:
+            sample = t(sample)
+        return sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transforms!r})"
 
 
 def to_mono(wave: Tensor) -> Tensor:
