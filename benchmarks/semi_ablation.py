@@ -12,7 +12,7 @@ labeled):
 Every run is scored by :func:`avsl.evaluate.evaluate_controls` on the setting's test split; the table gives the mean and
 the spread (min-max) over seeds.
 
-    python benchmarks/semi_ablation.py --setting portrait_small                  # 5 % and 10 %, seeds 0-2
+    python benchmarks/semi_ablation.py --setting crowd                          # 5 % and 10 %, seeds 0-2
     python benchmarks/semi_ablation.py --table runs/semi_ablation/results.jsonl  # print the table of earlier runs
 """
 
@@ -65,7 +65,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--setting", default="portrait_small", choices=sorted(SETTINGS))
+    parser.add_argument("--setting", default="crowd", choices=sorted(SETTINGS))
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
