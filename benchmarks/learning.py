@@ -82,8 +82,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         a, b, c = r["right"], r["other"], r["centre"]
         setting = r["setting"] + (" (held out)" if r["held_out"] else "")
+        method = r["method"] + (f" (seed {r['seed']})" if r.get("seed", 0) else "")
         lines.append(
-            f"| {setting} | {r['method']} | {a['sspl/ciou']:.3f} / {b['sspl/ciou']:.3f} | {a['sspl/auc']:.3f} | "
+            f"| {setting} | {method} | {a['sspl/ciou']:.3f} / {b['sspl/ciou']:.3f} | {a['sspl/auc']:.3f} | "
             f"{a['sspl/mean_ciou']:.3f} / {b['sspl/mean_ciou']:.3f} | {a['pointing']:.3f} / {b['pointing']:.3f} | "
             f"{c['sspl/ciou']:.3f} / {c['pointing']:.3f} | {r['minutes']:.1f} |"
         )
