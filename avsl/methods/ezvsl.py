@@ -13,7 +13,32 @@ from avsl.nn.backbones import create_backbone
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
 from avsl.types import TrainBatch
 
-__all__ = ["EZVSL"]
+__all__ = ["EZVSL", "gathered_mil_infonce"]
+
+
+def gathered_mil_infonce(
+    module: LocalizationMethod,
+    visual: Tensor,
+    audio: Tensor,
+    tau: float,
+    pool_temperature: float | None,
+    gather_negatives: bool,
+) -> Tensor:
+    """EZ-VSL's MIL InfoNCE of ``module``'s batch; with ``gather_negatives`` under DDP, against every process's pairs.
+
+    Every process computes the loss of its own rows against all columns. ``all_gather`` with ``sync_grads`` keeps the
+    gradient path to the other processes' features (Lightning docs, ``LightningModule.all_gather``). EZ-VSL and USPL's
+    coarse stage share it.
+    """
+    world = module.trainer.world_size if module._trainer is not None else 1
+    if not (gather_negatives and world > 1):
+        return mil_infonce(visual, audio, tau, pool_temperature=pool_temperature)
+    v_all = torch.as_tensor(module.all_gather(visual, sync_grads=True)).flatten(0, 1)
+    a_all = torch.as_tensor(module.all_gather(audio, sync_grads=True)).flatten(0, 1)
+    offset = module.global_rank * visual.shape[0]
+    return mil_infonce(
+        visual, audio, tau, visual_all=v_all, audio_all=a_all, offset=offset, pool_temperature=pool_temperature
+    )
 
 
 class EZVSL(LocalizationMethod):
@@ -124,20 +149,4 @@ class EZVSL(LocalizationMethod):
 
     def contrastive_loss(self, visual: Tensor, audio: Tensor) -> Tensor:
         """The MIL InfoNCE of a batch, with negatives from every process when ``gather_negatives`` is set."""
-        world = self.trainer.world_size if self._trainer is not None else 1
-        if not (self.gather_negatives and world > 1):
-            return mil_infonce(visual, audio, self.tau, pool_temperature=self.pool_temperature)
-        # all_gather with sync_grads keeps the gradient path to the other processes' features (Lightning docs,
-        # LightningModule.all_gather); every process computes the loss of its own rows against all columns.
-        v_all = torch.as_tensor(self.all_gather(visual, sync_grads=True)).flatten(0, 1)
-        a_all = torch.as_tensor(self.all_gather(audio, sync_grads=True)).flatten(0, 1)
-        offset = self.global_rank * visual.shape[0]
-        return mil_infonce(
-            visual,
-            audio,
-            self.tau,
-            visual_all=v_all,
-            audio_all=a_all,
-            offset=offset,
-            pool_temperature=self.pool_temperature,
-        )
+        return gathered_mil_infonce(self, visual, audio, self.tau, self.pool_temperature, self.gather_negatives)

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from avsl.losses import mil_infonce, minmax_normalize
+from avsl.losses import minmax_normalize
 from avsl.methods.base import LocalizationMethod
+from avsl.methods.ezvsl import gathered_mil_infonce
 from avsl.nn.affinity import AffinityNet, affinity_loss, pairwise_affinity, refine_map, seeds_from_map
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
 from avsl.nn.masking import mask_augment, random_block_mask
@@ -334,22 +335,7 @@ class USPL(LocalizationMethod):
 
     def contrastive_loss(self, visual: Tensor, audio: Tensor) -> Tensor:
         """The MIL InfoNCE of a batch, with negatives from every process when ``gather_negatives`` is set."""
-        world = self.trainer.world_size if self._trainer is not None else 1
-        if not (self.gather_negatives and world > 1):
-            return mil_infonce(visual, audio, self.tau, pool_temperature=self.pool_temperature)
-        # all_gather with sync_grads keeps the gradient path to the other processes' features (as in EZ-VSL).
-        v_all = torch.as_tensor(self.all_gather(visual, sync_grads=True)).flatten(0, 1)
-        a_all = torch.as_tensor(self.all_gather(audio, sync_grads=True)).flatten(0, 1)
-        offset = self.global_rank * visual.shape[0]
-        return mil_infonce(
-            visual,
-            audio,
-            self.tau,
-            visual_all=v_all,
-            audio_all=a_all,
-            offset=offset,
-            pool_temperature=self.pool_temperature,
-        )
+        return gathered_mil_infonce(self, visual, audio, self.tau, self.pool_temperature, self.gather_negatives)
 
     def _refine_losses(self, image: Tensor, audio: Tensor) -> dict[str, Tensor]:
         assert self.affinity is not None
