@@ -183,3 +183,28 @@ def test_load_method_rejects_foreign_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_method(tmp_path / "missing.ckpt")
     assert importlib.import_module("avsl.methods") is not None
+
+
+class _Payload:
+    """Pickles to a call of ``Path.touch``: loading it with full unpickling would create a file."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (self.target,))
+
+
+def test_checkpoints_are_read_without_running_their_code(tmp_path: Path) -> None:
+    # A checkpoint from elsewhere may carry objects whose unpickling runs code; avsl refuses them, naming the file.
+    marker = tmp_path / "code_ran"
+    torch.save({"avsl_method": "avsl.methods.EZVSL", "state_dict": {}, "extra": _Payload(marker)}, tmp_path / "x.ckpt")
+    with pytest.raises(ValueError, match=r"x\.ckpt is not a checkpoint avsl can read"):
+        load_method(tmp_path / "x.ckpt")
+    (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"garbage\.ckpt is not a checkpoint"):
+        load_method(tmp_path / "garbage.ckpt")
+    torch.save([1, 2], tmp_path / "list.ckpt")
+    with pytest.raises(ValueError, match="holds a list, not a checkpoint"):
+        load_method(tmp_path / "list.ckpt")
+    assert not marker.exists()

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from avsl.methods.base import LocalizationMethod, import_method
+from avsl.methods.base import LocalizationMethod, import_method, read_checkpoint
 from avsl.methods.ezvsl import EZVSL
 from avsl.methods.semipl import SemiPL
 from avsl.methods.sspl import SSPL
@@ -34,10 +34,7 @@ def load_method(checkpoint_path: str | Path, map_location: str | torch.device = 
     ``load_from_checkpoint``.
     """
     path = Path(checkpoint_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    # weights_only=False: Lightning checkpoints hold hyperparameters and loop state besides tensors.
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    checkpoint = read_checkpoint(path)
     target = checkpoint.get("avsl_method")
     if not isinstance(target, str):
         raise ValueError(f"{path} was not written by an avsl method (no 'avsl_method' entry)")

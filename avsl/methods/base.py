@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import pickle
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning.pytorch as pl
@@ -15,7 +17,7 @@ from avsl.losses import minmax_normalize
 from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
 from avsl.types import AVBatch, TrainBatch
 
-__all__ = ["LocalizationMethod", "adopt_cli_init_args", "build_method", "import_method"]
+__all__ = ["LocalizationMethod", "adopt_cli_init_args", "build_method", "import_method", "read_checkpoint"]
 
 
 class LocalizationMethod(pl.LightningModule):
@@ -205,3 +207,29 @@ def adopt_cli_init_args(wrapper: LocalizationMethod, children: Mapping[str, Loca
         if child is not None and isinstance(spec, Mapping):
             child.hparams.clear()
             child.hparams.update(dict(spec.get("init_args") or {}))
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """The contents of a checkpoint file (a Lightning checkpoint or a bare state dict), on the CPU.
+
+    Unpickling is restricted to tensors, numbers, strings and containers (``torch.load(weights_only=True)``, what
+    Lightning's ``load_from_checkpoint`` uses too): a checkpoint from elsewhere cannot run code when it is read.
+    Lightning and avsl checkpoints hold nothing else (hyperparameters are plain values).
+
+    Raises:
+        FileNotFoundError: no file at ``path`` (``what`` names its role, e.g. ``"init_from checkpoint"``).
+        ValueError: the file is not a readable checkpoint or holds objects other than those, naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        raise ValueError(
+            f"{path} is not a {what} avsl can read (a torch checkpoint of tensors, numbers, strings and containers): "
+            f"{str(err).splitlines()[0]}"
+        ) from None
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a {what} (a dict)")
+    return checkpoint

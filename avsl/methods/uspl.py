@@ -22,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from avsl.losses import minmax_normalize
-from avsl.methods.base import LocalizationMethod
+from avsl.methods.base import LocalizationMethod, read_checkpoint
 from avsl.methods.ezvsl import gathered_mil_infonce
 from avsl.nn.affinity import AffinityNet, affinity_loss, pairwise_affinity, refine_map, seeds_from_map
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
@@ -240,10 +240,7 @@ class USPL(LocalizationMethod):
         the segmenter's encoders from the stage-1 encoders and its skip stage from the affinity trunk.
         """
         path = Path(checkpoint_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"init_from checkpoint not found: {path}")
-        # weights_only=False: Lightning checkpoints hold hyperparameters and loop state besides tensors.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(path, "init_from checkpoint")
         state: dict[str, Tensor] = checkpoint.get("state_dict", checkpoint)
         own = self.state_dict()
         needed = [k for k in own if k.split(".")[0] in _REQUIRED[self.stage]]
