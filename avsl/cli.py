@@ -1,24 +1,19 @@
 """The ``avsl`` command: LightningCLI subcommands plus ``localize``, ``synth``, ``quickstart`` and ``configs``.
 
-``avsl fit|validate|test|predict`` is a plain :class:`lightning.pytorch.cli.LightningCLI` in subclass mode, so
-``--model avsl.methods.EZVSL`` and ``--model mypkg.MyMethod`` both work. ``-c NAME`` also accepts the name of a
-config shipped in ``avsl/configs`` (``-c methods/ezvsl.yaml``, ``-c ezvsl``); list them with ``avsl configs``.
+``avsl fit|validate|test|predict`` runs :class:`avsl.lightning_cli.AVSLCLI` (imported only then, so that ``avsl
+--version`` and ``avsl --help`` stay instant). ``-c NAME`` also accepts the name of a config shipped in
+``avsl/configs`` (``-c methods/ezvsl.yaml``, ``-c ezvsl``); list them with ``avsl configs``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import warnings
 from collections.abc import Sequence
-from importlib import resources
-from pathlib import Path
-from typing import Any
 
 from avsl import __version__
 
-__all__ = ["AVSLCLI", "main", "resolve_config", "shipped_configs"]
+__all__ = ["main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -39,100 +34,6 @@ commands:
 
 Run 'avsl <command> --help' for a command's options.
 """
-
-
-# ------------------------------------------------------------------------------------------------------ configs
-def _config_root() -> Path:
-    return Path(str(resources.files("avsl") / "configs"))
-
-
-def shipped_configs() -> list[str]:
-    """Names of the YAML configs shipped in the package, relative to ``avsl/configs``."""
-    root = _config_root()
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*.yaml"))
-
-
-def resolve_config(value: str) -> str:
-    """A path if it exists, else the shipped config it names (``ezvsl``, ``methods/ezvsl``, ``methods/ezvsl.yaml``)."""
-    if Path(value).exists() or value.startswith(("{", "[")):
-        return value
-    root = _config_root()
-    name = value if value.endswith((".yaml", ".yml")) else value + ".yaml"
-    candidates = [root / name] + [root / sub / name for sub in ("methods", "data")]
-    for candidate in candidates:
-        if candidate.is_file():
-            return str(candidate)
-    return value  # let LightningCLI report the missing file
-
-
-def _resolve_config_args(args: list[str]) -> list[str]:
-    out = list(args)
-    for i, arg in enumerate(out):
-        if arg in ("-c", "--config") and i + 1 < len(out):
-            out[i + 1] = resolve_config(out[i + 1])
-        elif arg.startswith("--config="):
-            out[i] = "--config=" + resolve_config(arg.split("=", 1)[1])
-    return out
-
-
-# ------------------------------------------------------------------------------------------------- LightningCLI
-def _make_cli_class() -> Any:
-    # Lightning is imported here, not at module level, so that `avsl --version` and `avsl --help` stay instant.
-    from lightning.pytorch.cli import LightningCLI
-
-    class AVSLCLI(LightningCLI):
-        """LightningCLI with avsl's defaults: subclass mode, a checkpoint and a heatmap-logging callback."""
-
-        def before_instantiate_classes(self) -> None:
-            # Link the datasets' sample rate to every `sample_rate` argument of the model config (the method's, and
-            # those of methods nested in it, such as XPL's peers or SemiPL's base), so the rate is set once, in the
-            # data config.
-            config = self.config[self.subcommand] if self.subcommand else self.config
-            keys = [k for k in config.keys() if k.endswith("init_args.sample_rate")]  # noqa: SIM118 -- Namespace.keys() is flattened
-            rates = {int(config[k]) for k in keys if k.startswith("data.") and config[k] is not None}
-            if len(rates) > 1:
-                raise ValueError(f"the datasets of the data config disagree on sample_rate: {sorted(rates)}")
-            if rates:
-                rate = rates.pop()
-                for key in keys:
-                    if key.startswith("model."):
-                        config[key] = rate
-
-    return AVSLCLI
-
-
-def AVSLCLI(args: Sequence[str] | None = None, run: bool = True) -> Any:
-    """Build avsl's LightningCLI (model and data in subclass mode) with ``args`` (default: ``sys.argv[1:]``)."""
-    from lightning.pytorch import LightningDataModule
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from avsl.methods import LocalizationMethod
-    from avsl.viz import HeatmapLogger
-
-    # LightningCLI 2.6 calls jsonargparse APIs deprecated in jsonargparse 4.49: noise for users, not theirs to fix.
-    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
-    # The CPU recipes train in bf16-mixed; Lightning's model summary then says it counts sizes in 32 bits. Noise too.
-    warnings.filterwarnings("ignore", message="Precision bf16-mixed is not supported by the model summary")
-    cls = _make_cli_class()
-    resolved = _resolve_config_args(list(sys.argv[1:] if args is None else args))
-    # LightningCLI parses sys.argv (and Lightning's DDP launcher re-runs it in the other processes), so the resolved
-    # arguments go there rather than into `args`; explicit `args` from Python leave sys.argv as it was afterwards.
-    saved = sys.argv
-    sys.argv = [saved[0], *resolved]
-    try:
-        return cls(
-            LocalizationMethod,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            run=run,
-            trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), HeatmapLogger()]},
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,  # reproducible by default; --seed_everything overrides
-        )
-    finally:
-        if args is not None:
-            sys.argv = saved
 
 
 # ----------------------------------------------------------------------------------------------- extra commands
@@ -256,9 +157,10 @@ def _configs(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print("usage: avsl configs\n\nList the YAML configs shipped with avsl (use them with -c NAME).")
         return 0
-    root = _config_root()
+    from avsl.lightning_cli import resolve_config, shipped_configs
+
     for name in shipped_configs():
-        print(f"{name:32s} {root / name}")
+        print(f"{name:32s} {resolve_config(name)}")
     return 0
 
 
@@ -277,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] in _EXTRA:
         return _EXTRA[args[0]](args[1:])
     if args[0] in LIGHTNING_COMMANDS:
+        from avsl.lightning_cli import AVSLCLI
+
         AVSLCLI(args)
         return 0
     print(f"avsl: unknown command {args[0]!r}\n", file=sys.stderr)

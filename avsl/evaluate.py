@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from avsl.losses import minmax_normalize
 from avsl.metrics import AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
+from avsl.nn.maps import minmax_normalize
 from avsl.types import AVBatch, AVSample
 
 if TYPE_CHECKING:

@@ -17,17 +17,11 @@ __all__ = ["localize_files"]
 
 
 def _geometry(model: LocalizationMethod, image_size: int | None, duration: float | None) -> tuple[int, int, int]:
-    """(height, width, audio samples) for the model's inputs: the arguments, else what it was trained on."""
-    sample_rate = int(getattr(model.hparams, "sample_rate", 16000))
-    geometry = model.input_geometry
-    if image_size is not None:
-        height = width = image_size
-    else:
-        height, width = geometry.get("height", 224), geometry.get("width", 224)
-    if duration is not None:
-        num_samples = round(duration * sample_rate)
-    else:
-        num_samples = geometry.get("num_samples", 3 * sample_rate)
+    """(height, width, audio samples) of the model's inputs: its signal (what it was trained on), unless the
+    arguments say otherwise."""
+    signal = model.signal
+    height, width = (image_size, image_size) if image_size is not None else signal.frame_size
+    num_samples = round(duration * signal.sample_rate) if duration is not None else signal.num_samples
     return height, width, num_samples
 
 
@@ -57,12 +51,13 @@ def localize_files(
     """Write ``<stem>_overlay.png`` (frame | overlay), ``<stem>_heatmap.png`` and ``<stem>_heatmap.npy`` (the
     normalized map in [0, 1]) for an image + audio pair, or for every ``stride`` seconds of a video; returns the paths.
 
-    Frames are resized to the training frame size and the audio window is the training length, centred in the clip
-    (or at each video time), unless ``image_size`` / ``duration`` say otherwise.
+    Frames are resized to the frame size of the model's :class:`~avsl.methods.Signal` (what it was trained on, saved in
+    the checkpoint) and the audio, resampled to its rate, is cut to its window, centred in the clip (or at each video
+    time), unless ``image_size`` / ``duration`` say otherwise.
     """
     model = load_method(ckpt, map_location=device)
     height, width, num_samples = _geometry(model, image_size, duration)
-    sample_rate = int(getattr(model.hparams, "sample_rate", 16000))
+    sample_rate = model.signal.sample_rate  # audio is resampled to the rate the model was trained at
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     items: list[tuple[str, torch.Tensor, torch.Tensor]] = []

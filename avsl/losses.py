@@ -14,21 +14,9 @@ __all__ = [
     "heatmap_mse",
     "mil_infonce",
     "mil_similarity",
-    "minmax_normalize",
     "negcos",
     "simsiam_loss",
 ]
-
-
-def minmax_normalize(maps: Tensor, eps: float = 1e-10) -> Tensor:
-    """Min-max normalize each map of a (B, ...) tensor to [0, 1] over all but the batch dimension.
-
-    A constant map becomes all zeros (its range is below ``eps``), never NaN.
-    """
-    flat = maps.flatten(1)
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
-    return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(maps)
 
 
 def mil_similarity(visual: Tensor, audio: Tensor, pool_temperature: float | None = None) -> Tensor:

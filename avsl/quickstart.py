@@ -14,8 +14,8 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from avsl.cli import AVSLCLI, resolve_config
 from avsl.evaluate import evaluate, evaluate_controls, uniform
+from avsl.lightning_cli import AVSLCLI, resolve_config
 from avsl.types import AVBatch
 from avsl.viz import heatmap_grid
 

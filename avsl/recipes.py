@@ -23,11 +23,11 @@ from typing import Any
 import lightning.pytorch as pl
 import yaml
 
-from avsl.cli import resolve_config
 from avsl.data import AVDataModule, split_labeled
 from avsl.data.settings import SynthAVSetting
 from avsl.data.transforms import SampleTransform
-from avsl.methods.base import LocalizationMethod, build_method, import_method
+from avsl.lightning_cli import resolve_config
+from avsl.methods.base import LocalizationMethod, build_method, method_class
 
 __all__ = ["RECIPES", "Recipe", "load_recipe", "train_recipe"]
 
@@ -129,17 +129,17 @@ def _build(spec: Any) -> Any:
     return spec
 
 
-def _with_sample_rate(spec: Any, rate: int) -> Any:
-    """A copy of a model spec whose methods that take a ``sample_rate`` get ``rate`` (as the CLI links it)."""
-    if isinstance(spec, list):
-        return [_with_sample_rate(v, rate) for v in spec]
-    if not isinstance(spec, dict):
-        return spec
-    out = {k: _with_sample_rate(v, rate) for k, v in spec.items()}
-    if isinstance(spec.get("class_path"), str):
-        cls = import_method(spec["class_path"])
-        if "sample_rate" in inspect.signature(cls.__init__).parameters:
-            out["init_args"] = {**(out.get("init_args") or {}), "sample_rate": rate}
+def _with_signal(name: str, args: dict[str, Any], facts: dict[str, Any]) -> dict[str, Any]:
+    """``args`` of method ``name`` with the data's signal ``facts`` (sample rate, frame size, audio window) set where
+    the method takes them, and in the arguments of the methods it wraps (a method name argument ``X`` beside an
+    ``X_args`` dict: SemiPL's ``base``, XPL's ``model_a``)."""
+    params = inspect.signature(method_class(name)).parameters
+    out = {**args, **{k: v for k, v in facts.items() if k in params}}
+    for key in params:
+        inner = key.removesuffix("_args")
+        inner_name = out.get(inner, params[inner].default) if key != inner and inner in params else None
+        if isinstance(inner_name, str):
+            out[key] = _with_signal(inner_name, dict(out.get(key) or {}), facts)
     return out
 
 
@@ -184,12 +184,14 @@ def train_recipe(
     recipe = load_recipe(key) if isinstance(key, str) else key
     if max_epochs is not None:
         recipe = replace(recipe, max_epochs=max_epochs, stage_epochs={s: max_epochs for s in recipe.stage_epochs})
-    spec = copy.deepcopy(recipe.model)
-    spec = _with_sample_rate(spec, int(setting.knobs.get("sample_rate", 16000)))
-    spec["init_args"].update(overrides or {})
-    pl.seed_everything(seed, verbose=False)
-    model = build_method(spec)
     train = setting.dataset("train", train_clips, augment=recipe.augment)
+    # The method takes the setting's signal, as `avsl fit` requires it to (LocalizationMethod checks the data).
+    size = (train.image_size, train.image_size)  # SynthAV's samples (frames drawn at frame_size are resized to it)
+    facts = {"sample_rate": train.sample_rate, "frame_size": size, "duration": train.duration}
+    spec = copy.deepcopy(recipe.model)
+    init_args = _with_signal(spec["class_path"], {**spec.get("init_args", {}), **(overrides or {})}, facts)
+    pl.seed_everything(seed, verbose=False)
+    model = build_method(spec["class_path"], init_args)
     if recipe.needs_labels:
         # The same clips split the same way, each role with its own augmentation.
         _, unlabeled = split_labeled(train, labeled_fraction, seed=seed)

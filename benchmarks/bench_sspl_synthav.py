@@ -25,9 +25,9 @@ import yaml
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from avsl.cli import resolve_config
 from avsl.data import AVDataModule, JointRandomCropFlip, SynthAV
 from avsl.evaluate import centre_gaussian, evaluate
+from avsl.lightning_cli import resolve_config
 from avsl.methods import SSPL
 from avsl.types import AVBatch, TrainBatch
 

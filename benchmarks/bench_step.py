@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from avsl.cli import resolve_config
+from avsl.lightning_cli import resolve_config
 from avsl.methods.base import build_method
 from avsl.nn.backbones import TinyCNN
 
@@ -34,7 +34,7 @@ def step_time(bf16: bool, channels_last: bool, batch: int, steps: int) -> float:
     """Mean seconds of a training step (after two warm-up steps)."""
     spec = yaml.safe_load(Path(resolve_config("methods/ezvsl_synthav.yaml")).read_text())["model"]
     torch.manual_seed(0)
-    model = build_method(spec).train()
+    model = build_method(spec["class_path"], spec["init_args"]).train()
     forward = TinyCNN.forward
     if not channels_last:  # the NCHW alternative: weights back to the default format, inputs left as they come
         model.to(memory_format=torch.contiguous_format)

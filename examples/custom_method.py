@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from avsl.methods import LocalizationMethod
+from avsl.methods import LocalizationMethod, Signal
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
 from avsl.types import TrainBatch
 
@@ -25,12 +25,14 @@ class MeanPoolVSL(LocalizationMethod):
         audio_backbone: str = "tiny_cnn",
         audio_frontend: str = "logmel",
         sample_rate: int = 16000,
+        frame_size: tuple[int, int] = (128, 128),  # the signal: that of `-c synthav`
+        duration: float = 1.0,
         embed_dim: int = 64,
         tau: float = 0.07,
         eval_protocol: str = "ezvsl",
         lr: float = 1e-3,
     ) -> None:
-        super().__init__(eval_protocol=eval_protocol, lr=lr)
+        super().__init__(Signal(sample_rate, frame_size, duration), eval_protocol=eval_protocol, lr=lr)
         self.save_hyperparameters()
         self.visual = VisualEncoder(vision_backbone, embed_dim=embed_dim)
         self.audio = AudioEncoder(audio_backbone, audio_frontend, sample_rate, embed_dim=embed_dim)

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from avsl.cli import main, resolve_config, shipped_configs
+from avsl.cli import main
+from avsl.lightning_cli import resolve_config, shipped_configs
 from avsl.methods import METHODS
 from tests._data_fixtures import write_video
-from tests.test_methods_contract import TINY
+from tests.test_methods_contract import TINY, cli_flags
 
 TINY_DATA = [
     "--data.init_args.unlabeled.init_args.num_clips=8",
@@ -30,7 +31,7 @@ TINY_TRAINER += ["--trainer.enable_progress_bar=false", "--trainer.accelerator=c
 
 
 def _tiny_model(name: str) -> list[str]:
-    return [f"--model.init_args.{k}={v}" for k, v in TINY[name].items()]
+    return cli_flags(TINY[name])
 
 
 def test_shipped_configs_are_listed_and_resolved(capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,9 +44,18 @@ def test_shipped_configs_are_listed_and_resolved(capsys: pytest.CaptureFixture[s
     assert "methods/ezvsl.yaml" in capsys.readouterr().out
 
 
+TINY_LABELED = [
+    "--data.init_args.labeled.init_args.num_clips=4",
+    "--data.init_args.labeled.init_args.image_size=64",
+    "--data.init_args.labeled.init_args.duration=0.5",
+]
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_method_config_trains_through_the_cli(name: str, tmp_path: Path) -> None:
-    args = ["fit", "-c", name, "-c", "synthav", f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
+    # Methods that train with labels (SemiPL, XPL) take the semi-supervised SynthAV data.
+    data = ["-c", "synthav_semi", *TINY_LABELED] if name in ("semipl", "xpl") else ["-c", "synthav"]
+    args = ["fit", "-c", name, *data, f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
     assert main(args + _tiny_model(name) + TINY_DATA + TINY_TRAINER) == 0
     assert list(tmp_path.rglob("*.ckpt")), "the default ModelCheckpoint wrote no checkpoint"
 
@@ -53,6 +63,7 @@ def test_method_config_trains_through_the_cli(name: str, tmp_path: Path) -> None
 def test_custom_method_through_model_flag(tmp_path: Path) -> None:
     # `--model` takes any import path: here the 40-line example of examples/custom_method.py.
     args = ["fit", "--model=examples.custom_method.MeanPoolVSL", "-c", "synthav", "--model.init_args.embed_dim=16"]
+    args += ["--model.init_args.frame_size=[64, 64]", "--model.init_args.duration=0.5"]
     args += [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false"]
     assert main(args + TINY_DATA + TINY_TRAINER) == 0
 
@@ -105,23 +116,27 @@ def test_quickstart_runs_end_to_end_on_tiny_settings(tmp_path: Path, capsys: pyt
     assert config["model"]["class_path"] == "avsl.methods.EZVSL"
 
 
-def test_sample_rate_is_linked_from_the_data_config() -> None:
-    from avsl.cli import AVSLCLI
-
+def test_the_data_must_give_the_methods_signal(tmp_path: Path) -> None:
+    """A method declares its sample rate, frame size and audio window; data that differs stops the run with an error
+    that says what to set (for a wrapper too, whose signal is its inner method's)."""
+    common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", *TINY_DATA, *TINY_TRAINER]
     rates = [f"--data.init_args.{role}.init_args.sample_rate=8000" for role in ("unlabeled", "val", "test")]
-    cli = AVSLCLI(["-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *rates], run=False)
-    assert cli.model.hparams.sample_rate == 8000
-    assert cli.model.audio.frontend.sample_rate == 8000
-    with pytest.raises(ValueError, match="disagree on sample_rate"):
-        AVSLCLI(["-c", "ezvsl", "-c", "synthav", "--data.init_args.val.init_args.sample_rate=8000"], run=False)
-
-
-def test_sample_rate_is_linked_into_nested_methods() -> None:
-    """A wrapper's inner methods (SemiPL's base, XPL's peers) get the data's rate too, not only the top level."""
-    from avsl.cli import AVSLCLI
-
-    roles = ("unlabeled", "val", "test", "labeled")
-    rates = [f"--data.init_args.{role}.init_args.sample_rate=8000" for role in roles]
-    cli = AVSLCLI(["-c", "semipl_synthav", "-c", "synthav", *rates], run=False)
-    assert cli.model.base.audio.frontend.sample_rate == 8000
-    assert cli.model.base.hparams.sample_rate == 8000
+    with pytest.raises(ValueError, match="the data is at 8000 Hz but EZVSL takes 16000 Hz"):
+        main(["fit", "-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *common, *rates])
+    with pytest.raises(ValueError, match="the datasets disagree on sample_rate"):
+        main(["fit", "-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *common, rates[1]])
+    semi = ["fit", "-c", "semipl", "-c", "synthav_semi", *_tiny_model("semipl"), *common, *TINY_LABELED]
+    with pytest.raises(ValueError, match="the data is at 16000 Hz but SemiPL takes 8000 Hz audio"):
+        main([*semi, "--model.init_args.base_args.sample_rate=8000"])
+    wrong_window = (
+        r"SemiPL declares 64x64 frames and 1 s .* batches have 64x64 frames and 8000 samples: set the method's"
+    )
+    with pytest.raises(ValueError, match=wrong_window):
+        main([*semi, "--model.init_args.base_args.duration=1.0"])
+    # set in the method as well, 8 kHz trains
+    eight = [
+        *rates,
+        "--data.init_args.labeled.init_args.sample_rate=8000",
+        "--model.init_args.base_args.sample_rate=8000",
+    ]
+    assert main([*semi, *eight]) == 0

@@ -19,10 +19,11 @@ def _role_args(role: str, **values: object) -> list[str]:
     return [f"--data.init_args.{role}.init_args.{k}={v}" for k, v in values.items()]
 
 
-def _common(tmp_path: Path) -> list[str]:
+def _common(tmp_path: Path, duration: float) -> list[str]:
+    """Tiny EZ-VSL and trainer flags; the method's audio window is the data config's (its signal must be the data's)."""
     args = [f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.logger=false", "--trainer.max_steps=1"]
     args += ["--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2", "--data.init_args.num_workers=0"]
-    return args + _tiny_model("ezvsl") + TINY_TRAINER[1:]
+    return args + _tiny_model("ezvsl") + TINY_TRAINER[1:] + [f"--model.init_args.duration={duration}"]
 
 
 def _box_benchmark_tree(tmp_path: Path, test_ids: list[str]) -> Path:
@@ -38,7 +39,7 @@ def _box_benchmark_tree(tmp_path: Path, test_ids: list[str]) -> Path:
 def test_box_benchmark_configs(config: str, annotations: str, tmp_path: Path) -> None:
     test_ids = list(splits.load_annotations(annotations))[:2]  # real ids with their real boxes
     root = _box_benchmark_tree(tmp_path, test_ids)
-    args = ["fit", "-c", "ezvsl", "-c", config, *_common(tmp_path)]
+    args = ["fit", "-c", "ezvsl", "-c", config, *_common(tmp_path, 3.0)]
     args += _role_args("unlabeled", root=root, split=root / "train.txt", image_size=64)
     for role in ("val", "test"):
         args += _role_args(role, root=root, split=root / "test.csv", image_size=64)
@@ -48,7 +49,7 @@ def test_box_benchmark_configs(config: str, annotations: str, tmp_path: Path) ->
 
 def test_avsbench_s4_config(tmp_path: Path) -> None:
     root = write_s4_tree(tmp_path)
-    args = ["fit", "-c", "ezvsl", "-c", "avsbench_s4", *_common(tmp_path)]
+    args = ["fit", "-c", "ezvsl", "-c", "avsbench_s4", *_common(tmp_path, 1.0)]
     for role in ROLES:
         args += _role_args(role, root=root, image_size=64)
     assert main(args) == 0
@@ -64,7 +65,7 @@ def test_chaotic_world_config(tmp_path: Path) -> None:
     boxes = [{"file": "BBB_000005", "class": "scream", "bbox": [32, 18, 160, 90]}]
     boxes.append({"file": "BBB_000030", "class": "run", "bbox": [100, 20, 300, 170]})
     (root / "ChaoticWorld_test.json").write_text(json.dumps(boxes))
-    args = ["fit", "-c", "ezvsl", "-c", "chaotic_world", *_common(tmp_path)]
+    args = ["fit", "-c", "ezvsl", "-c", "chaotic_world", *_common(tmp_path, 3.0)]
     for role in ROLES:
         args += _role_args(role, root=root, image_size=64)
     assert main(args) == 0

@@ -31,7 +31,7 @@ SCRIPT = textwrap.dedent(
         data = AVDataModule(train, batch_size=4)
         evaluation = AVDataModule(val=val, eval_batch_size=2)
         model = EZVSL(vision_backbone="tiny_cnn", audio_backbone="tiny_cnn", audio_frontend="logmel", embed_dim=16,
-                      gather_negatives=True)
+                      gather_negatives=True, frame_size=(64, 64), duration=0.5)
         trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, logger=False,
                              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                              default_root_dir=out)

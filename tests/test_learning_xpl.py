@@ -36,6 +36,8 @@ PEER: dict[str, Any] = {
     "tau": 0.2,
     "lr": 1e-3,
     "eval_protocol": "sspl",
+    "frame_size": (SIZE, SIZE),
+    "duration": 1.0,
 }
 # The first xpl_synthav.yaml's XPL arguments; the single-model ablation uses the same.
 XPL_ARGS: dict[str, Any] = {
@@ -44,7 +46,6 @@ XPL_ARGS: dict[str, Any] = {
     "select_ramp_epochs": 3,
     "ema_momentum": 0.5,
     "lambda_cross": 0.3,
-    "lr": 1e-3,
     "eval_protocol": "sspl",
 }
 
@@ -89,12 +90,12 @@ def run_comparison() -> dict[str, dict[str, float]]:
     results["EZ-VSL, no labels"] = score(base)
 
     pl.seed_everything(0)
-    single = XPL(EZVSL(**PEER), pseudo_labels="self", eval_model="a", **XPL_ARGS)
+    single = XPL("ezvsl", PEER, pseudo_labels="self", eval_model="a", **XPL_ARGS)
     _fit(single, unlabeled, labeled)
     results["single-model PL"] = score(single)
 
     pl.seed_everything(0)
-    cross = XPL(EZVSL(**PEER), **XPL_ARGS)
+    cross = XPL("ezvsl", PEER, **XPL_ARGS)
     _fit(cross, unlabeled, labeled)
     results["XPL (mean of A and B)"] = score(cross)
     for peer in ("a", "b"):
@@ -133,7 +134,7 @@ def _xpl_and_single(seed: int) -> dict[str, dict[str, float]]:
     variants: dict[str, dict[str, Any]] = {"single-model PL": {"pseudo_labels": "self", "eval_model": "a"}, "XPL": {}}
     for name, kwargs in variants.items():
         pl.seed_everything(seed)
-        model = XPL(EZVSL(**PEER), **kwargs, **XPL_ARGS)
+        model = XPL("ezvsl", PEER, **kwargs, **XPL_ARGS)
         _fit(model, unlabeled, labeled)
 
         def maps(batch: AVBatch, model: XPL = model) -> torch.Tensor:

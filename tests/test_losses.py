@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avsl.losses import heatmap_bce, heatmap_mass, mil_infonce, mil_similarity, minmax_normalize, negcos, simsiam_loss
+from avsl.losses import heatmap_bce, heatmap_mass, mil_infonce, mil_similarity, negcos, simsiam_loss
+from avsl.nn.maps import minmax_normalize
 
 
 def test_mil_similarity_is_the_max_over_locations() -> None:

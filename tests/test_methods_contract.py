@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,66 +15,75 @@ import torch
 import yaml
 
 from avsl.data import AVDataModule, SynthAV, split_labeled
-from avsl.methods import METHODS, LocalizationMethod, load_method
+from avsl.methods import METHODS, LocalizationMethod, load_method, method_class
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tiny constructor arguments per method: small CNNs, small embeddings. A new method adds its line here.
-TINY: dict[str, dict[str, Any]] = {
-    "ezvsl": {"vision_backbone": "tiny_cnn", "audio_backbone": "tiny_cnn", "audio_frontend": "logmel", "embed_dim": 16},
-    "sspl": {
-        "vision_backbone": "tiny_cnn",
-        "audio_backbone": "tiny_cnn",
-        "audio_frontend": "logmel",
-        "audio_hidden_dim": 32,
-        "proj_dim": 32,
-        "pred_hidden_dim": 16,
-    },
-    # A wrapper: its base is given as the {class_path, init_args} mapping of YAML, so that the CLI test can pass it as a
-    # --model.init_args.base flag too. The base is SSPL with a one-cycle PCM.
-    "semipl": {
-        "base": {
-            "class_path": "avsl.methods.SSPL",
-            "init_args": {
-                "vision_backbone": "tiny_cnn",
-                "audio_backbone": "tiny_cnn",
-                "audio_frontend": "logmel",
-                "audio_hidden_dim": 32,
-                "use_pcm": True,
-                "pcm_cycles": 1,
-                "proj_dim": 32,
-                "pred_hidden_dim": 16,
-            },
-        }
-    },
-    # A wrapper of two peers: model_a as the {class_path, init_args} mapping of YAML (also a CLI flag); model_b is its
-    # re-initialized copy. No warm-up, so the cross loss runs in the 2 steps; lambda_sup=0 because the CLI test's
-    # SynthAV config has no labeled set (tests/test_xpl.py covers the supervised loss).
-    "xpl": {
-        "model_a": {
-            "class_path": "avsl.methods.EZVSL",
-            "init_args": {
-                "vision_backbone": "tiny_cnn",
-                "audio_backbone": "tiny_cnn",
-                "audio_frontend": "logmel",
-                "embed_dim": 16,
-            },
-        },
-        "warmup_epochs": 0,
-        "lambda_sup": 0.0,
-    },
-    "uspl": {
-        "stage": "coarse",
-        "vision_backbone": "tiny_cnn",
-        "audio_backbone": "tiny_cnn",
-        "audio_frontend": "logmel",
-        "embed_dim": 16,
-        "mask_grid": 4,
-        "affinity_dim": 8,
-        "affinity_radius": 2,
-        "seg_hidden": 8,
-    },
+# Tiny values of the constructor arguments that set a method's size and signal. A method's tiny arguments are derived
+# from its module (the arguments it takes) and its config (the methods a wrapper wraps, with their arguments): adding
+# a method adds nothing here.
+SHRINK: dict[str, Any] = {
+    "vision_backbone": "tiny_cnn",
+    "audio_backbone": "tiny_cnn",
+    "audio_frontend": "logmel",
+    "vision_out_index": -1,
+    "embed_dim": 16,
+    "audio_hidden_dim": 32,
+    "proj_dim": 32,
+    "pred_hidden_dim": 16,
+    "pcm_cycles": 1,
+    "mask_grid": 4,
+    "affinity_dim": 8,
+    "affinity_radius": 2,
+    "seg_hidden": 8,
+    "warmup_epochs": 0,  # XPL: the cross loss runs in a 2-step test
+    "sample_rate": 16000,  # the signal of tiny_data()
+    "frame_size": (64, 64),
+    "duration": 0.5,
 }
+
+
+def config_args(name: str) -> dict[str, Any]:
+    """``model.init_args`` of the method's shipped config ``avsl/configs/methods/<name>.yaml``."""
+    config = yaml.safe_load((ROOT / "avsl" / "configs" / "methods" / f"{name}.yaml").read_text())
+    return dict(config["model"].get("init_args") or {})
+
+
+def tiny_args(cls: type[LocalizationMethod], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tiny constructor arguments of ``cls``: the :data:`SHRINK` values of the arguments it takes; for a wrapper
+    (an argument ``X`` naming a method beside an ``X_args`` dict) also ``X`` from ``config`` and tiny ``X_args``: the
+    config's, shrunk."""
+    params = inspect.signature(cls).parameters
+    out = {k: v for k, v in SHRINK.items() if k in params}
+    for key in params:
+        inner = key.removesuffix("_args")
+        if key == inner or inner not in params:
+            continue
+        name = (config or {}).get(inner, params[inner].default)
+        if isinstance(name, str):
+            inner_config = dict((config or {}).get(key) or {})
+            out[inner] = name
+            out[key] = {**inner_config, **tiny_args(method_class(name), inner_config)}
+    return out
+
+
+#: Tiny arguments of every shipped method (its config's wrapped methods included).
+TINY: dict[str, dict[str, Any]] = {name: tiny_args(cls, config_args(name)) for name, cls in METHODS.items()}
+
+
+def cli_flags(args: dict[str, Any], prefix: str = "--model.init_args") -> list[str]:
+    """Command-line flags that set ``args`` (dicts such as ``base_args`` key by key, as dotted flags). None values are
+    left to the config: jsonargparse (4.53) reads ``--x.base_args.key=null`` as the string ``"None"``."""
+    flags: list[str] = []
+    for key, value in args.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):
+            flags += cli_flags(value, f"{prefix}.{key}")
+        else:
+            text = value if isinstance(value, str) else json.dumps(list(value) if isinstance(value, tuple) else value)
+            flags.append(f"{prefix}.{key}={text}")
+    return flags
 
 
 def tiny_data(batch_size: int = 4) -> AVDataModule:
@@ -96,17 +108,24 @@ def tiny_trainer(root: Path, max_steps: int = 2) -> pl.Trainer:
     )
 
 
-def test_every_method_is_registered_in_the_four_places() -> None:
-    nav = (ROOT / "mkdocs.yml").read_text()
+def test_a_method_is_four_files() -> None:
+    """Module, one import line in avsl/methods/__init__.py, config and docs page: nothing else names a method."""
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    try:
+        nav = importlib.import_module("methods_nav").methods_nav(ROOT / "docs")
+    finally:
+        sys.path.remove(str(ROOT / "docs" / "hooks"))
+    registry = (ROOT / "avsl" / "methods" / "__init__.py").read_text()
+    pages = sorted(p.stem for p in (ROOT / "docs" / "methods").glob("*.md"))
+    assert pages == sorted(METHODS), "every docs/methods page is a method's, and every method has one"
     for name, cls in METHODS.items():
         assert issubclass(cls, LocalizationMethod)
         assert cls.__module__ == f"avsl.methods.{name}", "one module per method, named like its METHODS key"
+        assert registry.count(f"from avsl.methods.{name} import") == 1, "one import line registers a method"
         config = yaml.safe_load((ROOT / "avsl" / "configs" / "methods" / f"{name}.yaml").read_text())
-        assert config["model"]["class_path"] == f"avsl.methods.{cls.__name__}"
-        assert (ROOT / "docs" / "methods" / f"{name}.md").is_file()
-        assert f"methods/{name}.md" in nav
-        assert name in TINY
-    assert set(TINY) == set(METHODS)
+        assert method_class(config["model"]["class_path"]) is cls
+        assert {f"methods/{name}.md"} <= {path for entry in nav for path in entry.values()}
+        assert TINY[name], "tiny arguments are derived for every method"
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -154,7 +173,8 @@ def test_method_contract(name: str, tmp_path: Path) -> None:
     trainer.save_checkpoint(ckpt)
     restored = load_method(ckpt)
     assert type(restored) is type(model)
-    assert restored.input_geometry == {"height": 64, "width": 64, "num_samples": 8000}
+    assert restored.signal == model.signal and restored.signal.frame_size == (64, 64)
+    assert restored.signal.num_samples == 8000
     torch.testing.assert_close(
         restored.localize(batch["image"], batch["audio"]), model.localize(batch["image"], batch["audio"])
     )

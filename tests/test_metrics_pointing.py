@@ -268,7 +268,7 @@ def test_method_scores_pointing_on_the_raw_maps(protocol: str) -> None:
     gts = torch.stack([_box(32, 32, 0, 16, 0, 16), _box(32, 32, 8, 32, 4, 30, 0.5), torch.zeros(32, 32)])
     batch: Any = {"image": image, "audio": audio, "gt_map": gts, "sample_id": [0, 1, 2]}  # per_sample sorts by id
     model._eval_step(batch, "val")
-    values, _ = model.val_pointing.per_sample()
+    values, _ = model.eval_metrics["val"].pointing.per_sample()
     raw = model.localize(image, audio, normalize=False)
     assert torch.equal(values.nan_to_num(-1), F.pointing(raw, gts).nan_to_num(-1))
 

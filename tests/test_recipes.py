@@ -13,7 +13,7 @@ from avsl.cli import main
 from avsl.data import SETTINGS, AudioJitter, Compose, JointRandomCropFlip, SynthAV, VGGSSDataset
 from avsl.data.settings import SPLIT_SEEDS
 from avsl.evaluate import OtherSound, evaluate_controls
-from avsl.methods import LocalizationMethod
+from avsl.methods import LocalizationMethod, Signal
 from avsl.recipes import RECIPES, load_recipe, train_recipe
 from avsl.types import TrainBatch
 
@@ -182,7 +182,8 @@ def test_train_recipe_links_the_settings_sample_rate_and_trains() -> None:
 class LoudnessMap(LocalizationMethod):
     """A stub that lights the left half of the frame for a loud sound and the right half for a quiet one."""
 
-    upsample_mode = "nearest"
+    def __init__(self) -> None:
+        super().__init__(Signal(16000, (8, 8), 0.5, upsample_mode="nearest"))
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
         loud = (audio.abs().mean(dim=1) > 0.05).float()[:, None, None]

@@ -12,9 +12,10 @@ from torch import Tensor, nn
 
 from avsl.losses import negcos, simsiam_loss
 from avsl.methods import SSPL
+from avsl.nn.augment import color_jitter, crop_flip, crop_flip_params
 from avsl.nn.backbones import TinyCNN
 from avsl.nn.pcm import PredictiveCodingModule
-from avsl.nn.sspl import SSPLAudioEncoder, attention_map, attention_pool, random_color_jitter, random_crop_flip
+from avsl.nn.sspl import SSPLAudioEncoder, attention_map, attention_pool
 from tests.test_methods_contract import TINY as CONTRACT_TINY
 
 TINY: dict[str, Any] = CONTRACT_TINY["sspl"]  # small CNNs and embeddings, as in the contract test
@@ -107,37 +108,48 @@ def test_simsiam_loss_hand_computed() -> None:
 
 
 # ------------------------------------------------------------------------------------------------- views
-def test_random_crop_flip_identity_flip_and_crop() -> None:
+def _view(images: torch.Tensor, scale: float, flip_p: float = 0.5, seed: int | None = None) -> torch.Tensor:
+    """SSPL's view: resize by ``scale``, crop back to the frame size at a random place, flip with ``flip_p``."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    params = crop_flip_params(images.shape[0], 1 / scale, flip_p, max_scale=1 / scale, generator=gen)
+    return crop_flip(images, params)
+
+
+def test_fixed_scale_views_identity_flip_and_crop() -> None:
     images = torch.rand(3, 3, 16, 16)
-    torch.testing.assert_close(random_crop_flip(images, scale=1.0, flip_p=0.0), images)
-    torch.testing.assert_close(random_crop_flip(images, scale=1.0, flip_p=1.0), images.flip(-1))
+    torch.testing.assert_close(_view(images, 1.0, flip_p=0.0), images)
+    torch.testing.assert_close(_view(images, 1.0, flip_p=1.0), images.flip(-1))
     # scale 2: a half-size window resampled to the full size; a constant image stays constant, views differ
-    gen = torch.Generator().manual_seed(0)
-    out = random_crop_flip(images, scale=2.0, flip_p=0.5, generator=gen)
+    out = _view(images, 2.0, seed=0)
     assert out.shape == images.shape
     assert not torch.allclose(out, images)
     flat = torch.full((2, 3, 8, 8), 0.25)
-    torch.testing.assert_close(random_crop_flip(flat, scale=1.5), flat)
+    torch.testing.assert_close(_view(flat, 1.5), flat)
     # a ramp along x: the crop covers 1/scale of it, so its values span about half the range
     ramp = torch.linspace(0, 1, 64).expand(1, 3, 64, 64).contiguous()
-    crop = random_crop_flip(ramp, scale=2.0, flip_p=0.0, generator=torch.Generator().manual_seed(1))
+    crop = _view(ramp, 2.0, flip_p=0.0, seed=1)
     assert 0.45 < float(crop.max() - crop.min()) < 0.55
-    with pytest.raises(ValueError, match="scale"):
-        random_crop_flip(images, scale=0.5)
+    with pytest.raises(ValueError, match="min_scale"):
+        _view(images, 0.5)
 
 
-def test_random_color_jitter() -> None:
+def test_color_jitter() -> None:
     images = torch.rand(6, 3, 8, 8)
-    torch.testing.assert_close(random_color_jitter(images, strength=0.0), images)
-    torch.testing.assert_close(random_color_jitter(images, strength=0.4, p=0.0), images)
-    out = random_color_jitter(images, strength=0.4, p=1.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(color_jitter(images, strength=0.0), images)
+    torch.testing.assert_close(color_jitter(images, strength=0.4, p=0.0), images)
+    out = color_jitter(images, strength=0.4, p=1.0, generator=torch.Generator().manual_seed(0))
     assert out.shape == images.shape and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert all(not torch.allclose(out[i], images[i]) for i in range(6))
     grey = torch.full((1, 3, 4, 4), 0.5)  # a grey frame: only brightness changes it, and it stays grey
-    out = random_color_jitter(grey, strength=0.4, p=1.0)
+    out = color_jitter(grey, strength=0.4, p=1.0)
     torch.testing.assert_close(out, out[:, :1].expand_as(out))
+    # without saturation, a pixel's channels keep their differences up to the brightness and contrast factors
+    colour = torch.tensor([0.2, 0.5, 0.8]).view(1, 3, 1, 1).expand(1, 3, 4, 4).contiguous()
+    out = color_jitter(colour, strength=0.3, saturation=False, generator=torch.Generator().manual_seed(2))
+    ratio = (out[0, 2] - out[0, 1]) / (out[0, 1] - out[0, 0])
+    torch.testing.assert_close(ratio, torch.ones_like(ratio))
     with pytest.raises(ValueError, match="strength"):
-        random_color_jitter(images, strength=1.0)
+        color_jitter(images, strength=1.0)
 
 
 # ---------------------------------------------------------------------------------------------- audio path
@@ -161,7 +173,7 @@ def test_audio_paths_for_vggish_and_registry_backbones() -> None:
 # ------------------------------------------------------------------------------------------------- method
 def test_forward_is_the_raw_cosine_map_of_the_frame_and_upsamples_like_cv2() -> None:
     torch.manual_seed(0)
-    model = SSPL(**TINY, use_pcm=True, pcm_cycles=1).eval()
+    model = SSPL(**TINY, use_pcm=True).eval()
     batch = _batch(2)
     raw = model(batch["image"], batch["audio"])
     audio_raw, query = model.audio(batch["audio"])
@@ -198,7 +210,7 @@ def test_stop_gradient_the_targets_get_gradient_only_through_the_predictor() -> 
 
 def test_frozen_parts_stay_frozen_and_the_others_learn() -> None:
     torch.manual_seed(0)
-    model = SSPL(**TINY, use_pcm=True, pcm_cycles=1, vision_trainable=False, audio_trainable=False)
+    model = SSPL(**TINY, use_pcm=True, vision_trainable=False, audio_trainable=False)
     model.train()
     assert not model.visual.training and not model.audio.backbone.training  # frozen: eval mode (BN stats fixed)
     frozen_before = {k: v.clone() for k, v in model.visual.state_dict().items()}
@@ -230,7 +242,7 @@ def test_backbones_with_loaded_weights_are_frozen_by_default(tmp_path: Path) -> 
 
 
 def test_optimizer_groups_follow_the_reference() -> None:
-    model = SSPL(**TINY, use_pcm=True, pcm_cycles=1, lr=2e-5, lr_head=5e-5, weight_decay=1e-4)
+    model = SSPL(**TINY, use_pcm=True, lr=2e-5, lr_head=5e-5, weight_decay=1e-4)
     optimizer = model.configure_optimizers()
     assert isinstance(optimizer, torch.optim.AdamW)
     groups = {(g["lr"], g["weight_decay"]): {id(p) for p in g["params"]} for g in optimizer.param_groups}

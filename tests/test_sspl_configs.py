@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from avsl.cli import main, resolve_config
+from avsl.cli import main
+from avsl.lightning_cli import resolve_config
+from avsl.methods import SemiPL
 from tests._data_fixtures import write_image, write_split, write_wav
 from tests.test_cli_lightning import TINY_DATA, TINY_TRAINER, _tiny_model
+from tests.test_methods_contract import cli_flags, config_args, tiny_args
 
 SSPL_CONFIGS = ["sspl_flickr10k", "sspl_vggsound10k", "sspl_144k", "sspl_pcm_vggsound144k", "sspl_synthav"]
 # (lr for g and the rest, lr for the SimSiam head, PCM, epochs): the SSPL supplement's Table S1 and methods.md §2.6
@@ -43,11 +46,10 @@ def test_sspl_configs_carry_the_reference_hyperparameters(name: str) -> None:
 
 def test_semipl_configs_wrap_sspl_with_pcm() -> None:
     for name in ("semipl", "semipl_chaotic_world"):
-        config = _config(name)
-        base = config["model"]["init_args"]["base"]
-        assert base["class_path"] == "avsl.methods.SSPL" and base["init_args"]["use_pcm"] is True
-        assert (base["init_args"]["lr"], base["init_args"]["lr_head"]) == (2e-5, 5e-5)
-        assert "labeled" in config["data"]["init_args"], "SemiPL configs give a labeled set"
+        args = _config(name)["model"]["init_args"]
+        assert args["base"] == "sspl" and args["base_args"]["use_pcm"] is True
+        assert (args["base_args"]["lr"], args["base_args"]["lr_head"]) == (2e-5, 5e-5)
+    assert "labeled" in _config("semipl_chaotic_world")["data"]["init_args"], "the Chaotic World config has labels"
     assert _config("semipl_chaotic_world")["trainer"]["max_epochs"] == 350  # ly245422/SSPL, w/ PCM
 
 
@@ -64,7 +66,8 @@ def test_sspl_configs_train_through_the_cli(name: str, tmp_path: Path) -> None:
 
 def test_semipl_synthav_config_trains_through_the_cli(tmp_path: Path) -> None:
     labeled = [*TINY_LABELED, "--data.init_args.labeled.init_args.num_clips=8"]
-    _fit(tmp_path, "-c", "semipl_synthav", "-c", "synthav", *_tiny_model("semipl"), *labeled)
+    tiny = cli_flags(tiny_args(SemiPL, config_args("semipl_synthav")))  # its base is EZ-VSL
+    _fit(tmp_path, "-c", "semipl_synthav", "-c", "synthav", *tiny, *labeled)
 
 
 def test_semipl_chaotic_world_config_trains_through_the_cli(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from avsl.cli import AVSLCLI, main, resolve_config
+from avsl.cli import main
 from avsl.data import splits
+from avsl.lightning_cli import AVSLCLI, resolve_config
 from avsl.methods import load_method
 from avsl.methods.uspl import USPL
 from tests._data_fixtures import write_image, write_mask, write_pair, write_s4_tree, write_split, write_wav
@@ -63,17 +64,18 @@ def _roles(**values: Any) -> list[str]:
     return [f"--data.init_args.{r}.init_args.{k}={v}" for r in ("unlabeled", "val", "test") for k, v in values.items()]
 
 
-def _benchmark_common(tmp_path: Path) -> list[str]:
+def _benchmark_common(tmp_path: Path, duration: float) -> list[str]:
     # one epoch of one step: validation runs at its end (a max_steps stop would skip it)
     args = [f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.logger=false", "--trainer.max_epochs=1"]
     args += ["--trainer.limit_train_batches=1"]
     args += ["--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=5", "--data.init_args.num_workers=0"]
-    return args + _tiny_model("uspl") + TINY_TRAINER[1:]
+    # the method's audio window is the data config's (its signal must be the data's)
+    return args + _tiny_model("uspl") + TINY_TRAINER[1:] + [f"--model.init_args.duration={duration}"]
 
 
 def test_uspl_on_avsbench_s4_and_ms3(tmp_path: Path) -> None:
     s4 = write_s4_tree(tmp_path)
-    common = ["-c", "uspl", "-c", "avsbench_s4", *_benchmark_common(tmp_path), *_roles(root=s4, image_size=64)]
+    common = ["-c", "uspl", "-c", "avsbench_s4", *_benchmark_common(tmp_path, 1.0), *_roles(root=s4, image_size=64)]
     cli = AVSLCLI(["fit", *common])
     assert 0.0 <= float(cli.trainer.callback_metrics["val/miou"]) <= 1.0
     ckpt = _last(tmp_path / "run")
@@ -93,7 +95,7 @@ def test_uspl_on_vggss(tmp_path: Path) -> None:
         write_pair(root, sid, seed=n, size=(40, 30))
     write_split(root / "train.txt", ["train_a", "train_b"])
     write_split(root / "test.csv", test_ids)
-    args = ["fit", "-c", "uspl", "-c", "vggss", *_benchmark_common(tmp_path), *_roles(root=root, image_size=64)]
+    args = ["fit", "-c", "uspl", "-c", "vggss", *_benchmark_common(tmp_path, 3.0), *_roles(root=root, image_size=64)]
     args += [f"--data.init_args.unlabeled.init_args.split={root / 'train.txt'}"]
     args += [f"--data.init_args.{r}.init_args.split={root / 'test.csv'}" for r in ("val", "test")]
     cli = AVSLCLI(args)

@@ -40,7 +40,14 @@ def _fit_with(logger: pl.loggers.Logger, root: Path) -> None:
         val=SynthAV(num_clips=4, seed=1, image_size=32, duration=0.5),
         batch_size=4,
     )
-    model = EZVSL(vision_backbone="tiny_cnn", audio_backbone="tiny_cnn", audio_frontend="logmel", embed_dim=8)
+    model = EZVSL(
+        vision_backbone="tiny_cnn",
+        audio_backbone="tiny_cnn",
+        audio_frontend="logmel",
+        embed_dim=8,
+        frame_size=(32, 32),
+        duration=0.5,
+    )
     trainer = pl.Trainer(
         max_epochs=1,
         accelerator="cpu",

@@ -13,24 +13,14 @@ import torch
 from torch.utils.data import Subset
 
 from avsl.data import AVDataModule, SynthAV
-from avsl.losses import heatmap_bce, heatmap_mass, minmax_normalize
+from avsl.losses import heatmap_bce, heatmap_mass
 from avsl.methods import EZVSL, METHODS, load_method
 from avsl.methods.xpl import XPL
 from avsl.metrics._ids import hash_sample_id
-from avsl.nn.banks import (
-    PseudoLabelBank,
-    crop_flip,
-    crop_flip_params,
-    ema_update,
-    hash_ids,
-    jitter_brightness_contrast,
-    map_agreement,
-    map_confidence,
-    selection_fraction,
-    sharpen,
-    sigmoid_rampup,
-    top_fraction_mask,
-)
+from avsl.nn.augment import color_jitter, crop_flip, crop_flip_params
+from avsl.nn.banks import PseudoLabelBank, ema_update, hash_ids
+from avsl.nn.maps import map_agreement, map_confidence, minmax_normalize, sharpen, top_fraction_mask
+from avsl.nn.schedules import selection_fraction, sigmoid_rampup
 from avsl.types import TrainBatch
 
 TINY_PEER: dict[str, Any] = {
@@ -38,12 +28,11 @@ TINY_PEER: dict[str, Any] = {
     "audio_backbone": "tiny_cnn",
     "audio_frontend": "logmel",
     "embed_dim": 16,
+    "frame_size": (64, 64),
+    "duration": 0.5,
 }
+SSPL_TINY: dict[str, Any] = {"vision_backbone": "tiny_cnn", "audio_backbone": "tiny_cnn", "audio_frontend": "logmel"}
 NO_AUG: dict[str, Any] = {"strong_crop": 1.0, "strong_flip": 0.0, "strong_jitter": 0.0}
-
-
-def tiny_peer() -> EZVSL:
-    return EZVSL(**TINY_PEER)
 
 
 @cache
@@ -145,9 +134,9 @@ def test_crop_flip_geometry() -> None:
     assert bool((params[:, 0] >= 0.7).all()) and bool((params[:, 1:3] + params[:, :1] <= 1 + 1e-6).all())
     assert 0 < int(params[:, 3].sum()) < 100
     image = torch.rand(2, 3, 8, 8)
-    jittered = jitter_brightness_contrast(image, 0.3)
+    jittered = color_jitter(image, 0.3, saturation=False)
     assert jittered.shape == image.shape and float(jittered.min()) >= 0 and float(jittered.max()) <= 1
-    assert torch.equal(jitter_brightness_contrast(image, 0.0), image)
+    assert torch.equal(color_jitter(image, 0.0), image)
 
 
 # ------------------------------------------------------------------------------------------------ the bank
@@ -185,33 +174,43 @@ def test_bank_state_dict_restores_into_banks_of_other_sizes() -> None:
 
 # ------------------------------------------------------------------------------------------------ the wrapper
 def test_model_b_is_an_independent_seeded_copy() -> None:
-    peer = tiny_peer()
-    first, second = XPL(peer, peer_seed=3, lambda_sup=0.0), XPL(peer, peer_seed=3, lambda_sup=0.0)
-    other = XPL(peer, peer_seed=4, lambda_sup=0.0)
+    first, second = XPL("ezvsl", TINY_PEER, peer_seed=3), XPL("ezvsl", TINY_PEER, peer_seed=3)
+    other = XPL("ezvsl", TINY_PEER, peer_seed=4)
     assert first.model_b is not None and second.model_b is not None and other.model_b is not None
-    assert type(first.model_b) is EZVSL and first.model_b.hparams == peer.hparams
+    assert type(first.model_b) is EZVSL and first.model_b.hparams == first.model_a.hparams
+    assert first.model_a.hparams["embed_dim"] == 16 and first.model_a.hparams["tau"] == 0.03  # given and default
     b1, b2, b3 = (m.model_b.state_dict() for m in (first, second, other))
-    a = peer.state_dict()
+    a = first.model_a.state_dict()
     weight = "visual.proj.weight"
     assert torch.equal(b1[weight], b2[weight]), "same peer_seed, same model_b"
     assert not torch.equal(b1[weight], b3[weight]) and not torch.equal(b1[weight], a[weight])
     # without peer_seed the seed is drawn from torch's global generator: reproducible under a global seed
     torch.manual_seed(0)
-    c1 = XPL(peer, lambda_sup=0.0).model_b
+    c1 = XPL("ezvsl", TINY_PEER).model_b
     torch.manual_seed(0)
-    c2 = XPL(peer, lambda_sup=0.0).model_b
+    c2 = XPL("ezvsl", TINY_PEER).model_b
     assert c1 is not None and c2 is not None and torch.equal(c1.state_dict()[weight], c2.state_dict()[weight])
 
 
 def test_constructor_checks() -> None:
     with pytest.raises(ValueError, match="self"):
-        XPL(tiny_peer(), pseudo_labels="self")  # eval_model must be "a"
+        XPL("ezvsl", TINY_PEER, pseudo_labels="self")  # eval_model must be "a"
     with pytest.raises(ValueError, match="ema_momentum"):
-        XPL(tiny_peer(), ema_momentum=1.0)
-    with pytest.raises(TypeError, match="LocalizationMethod"):
-        XPL(torch.nn.Linear(2, 2))  # type: ignore[arg-type]
-    mapping = XPL({"class_path": "avsl.methods.EZVSL", "init_args": TINY_PEER})  # type: ignore[arg-type]
-    assert isinstance(mapping.model_a, EZVSL) and mapping.model_a.hparams["embed_dim"] == 16
+        XPL("ezvsl", TINY_PEER, ema_momentum=1.0)
+    with pytest.raises(ValueError, match="not a LocalizationMethod"):
+        XPL("torch.nn.Linear")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        XPL("nope")
+    with pytest.raises(ValueError, match="bad arguments for EZVSL"):
+        XPL("ezvsl", {"no_such_argument": 1})
+    with pytest.raises(ValueError, match="model_b_args needs model_b"):
+        XPL("ezvsl", TINY_PEER, model_b_args=TINY_PEER)
+    with pytest.raises(ValueError, match="peers must take the same inputs"):
+        XPL("ezvsl", TINY_PEER, model_b="ezvsl", model_b_args={**TINY_PEER, "sample_rate": 8000})
+    with pytest.raises(ValueError, match="with one optimizer, but model_a uses Adam and model_b AdamW"):
+        XPL("ezvsl", TINY_PEER, model_b="sspl", model_b_args={**SSPL_TINY, "frame_size": (64, 64), "duration": 0.5})
+    dotted = XPL("avsl.methods.EZVSL", TINY_PEER)
+    assert isinstance(dotted.model_a, EZVSL) and dotted.model_a.hparams["embed_dim"] == 16
     assert METHODS["xpl"] is XPL
 
 
@@ -219,7 +218,14 @@ def test_losses_cross_wiring_on_hand_computed_targets() -> None:
     # No augmentation, no PL-EMA memory, every sample selected: A's cross target is B's sharpened map and vice versa.
     torch.manual_seed(0)
     model = XPL(
-        tiny_peer(), warmup_epochs=0, rampup_epochs=0, select_start=1.0, ema_momentum=0.0, lambda_sup=0.0, **NO_AUG
+        "ezvsl",
+        TINY_PEER,
+        warmup_epochs=0,
+        rampup_epochs=0,
+        select_start=1.0,
+        ema_momentum=0.0,
+        lambda_sup=0.0,
+        **NO_AUG,
     )
     batch = train_batch()
     losses = model.training_losses(batch)
@@ -248,7 +254,8 @@ def test_mass_map_loss_on_hand_computed_targets() -> None:
     # B's sharpened map; the supervised loss of A is heatmap_mass of A's upsampled map against gt_map.
     torch.manual_seed(0)
     model = XPL(
-        tiny_peer(),
+        "ezvsl",
+        TINY_PEER,
         warmup_epochs=0,
         rampup_epochs=0,
         select_start=1.0,
@@ -270,12 +277,12 @@ def test_mass_map_loss_on_hand_computed_targets() -> None:
         up = model.model_a.upsample(model.model_a(labeled["image"], labeled["audio"]), tuple(gt.shape[-2:]))
         torch.testing.assert_close(losses["a_sup"], heatmap_mass((up + 1) / 2, gt, 0.1), **close)
     with pytest.raises(ValueError, match="map_loss"):
-        XPL(tiny_peer(), map_loss="kl")  # type: ignore[arg-type]
+        XPL("ezvsl", TINY_PEER, map_loss="kl")  # type: ignore[arg-type]
 
 
 def test_losses_supervision_warmup_and_self_mode() -> None:
     torch.manual_seed(0)
-    model = XPL(tiny_peer(), warmup_epochs=1)
+    model = XPL("ezvsl", TINY_PEER, warmup_epochs=1)
     losses = model.training_losses(train_batch())
     assert set(losses) == {"a_infonce", "b_infonce", "a_sup", "b_sup"}  # epoch 0 is warm-up: no cross term
     assert len(model.bank_a) == len(model.bank_b) == len(model.reliability) == 4  # banks fill during warm-up
@@ -285,7 +292,7 @@ def test_losses_supervision_warmup_and_self_mode() -> None:
     with pytest.raises(ValueError, match="labeled"):
         model.training_losses(train_batch(labeled=False))
 
-    single = XPL(tiny_peer(), pseudo_labels="self", eval_model="a", warmup_epochs=0, select_start=1.0)
+    single = XPL("ezvsl", TINY_PEER, pseudo_labels="self", eval_model="a", warmup_epochs=0, select_start=1.0)
     assert single.model_b is None
     losses = single.training_losses(train_batch())
     assert set(losses) == {"a_infonce", "a_cross", "a_sup"}
@@ -297,7 +304,14 @@ def test_curriculum_selects_the_most_agreeing_samples() -> None:
     # loss is the BCE averaged over exactly those samples.
     torch.manual_seed(0)
     model = XPL(
-        tiny_peer(), warmup_epochs=0, rampup_epochs=0, select_start=0.25, ema_momentum=0.0, lambda_sup=0.0, **NO_AUG
+        "ezvsl",
+        TINY_PEER,
+        warmup_epochs=0,
+        rampup_epochs=0,
+        select_start=0.25,
+        ema_momentum=0.0,
+        lambda_sup=0.0,
+        **NO_AUG,
     )
     batch = train_batch(n=8)
     losses = model.training_losses(batch)
@@ -316,7 +330,7 @@ def test_curriculum_selects_the_most_agreeing_samples() -> None:
 
 def test_evaluation_map_choices() -> None:
     torch.manual_seed(0)
-    model = XPL(tiny_peer(), lambda_sup=0.0).eval()
+    model = XPL("ezvsl", TINY_PEER, lambda_sup=0.0).eval()
     data = train_batch()["unlabeled"]
     image, audio = data["image"], data["audio"]
     assert model.model_b is not None
@@ -364,7 +378,7 @@ def _trainer(root: Path, max_steps: int, callbacks: list[pl.Callback] | None = N
 
 def test_banks_survive_checkpoint_and_resume(tmp_path: Path) -> None:
     def make() -> XPL:
-        return XPL(tiny_peer(), peer_seed=1, warmup_epochs=1, rampup_epochs=1, select_ramp_epochs=1)
+        return XPL("ezvsl", TINY_PEER, peer_seed=1, warmup_epochs=1, rampup_epochs=1, select_ramp_epochs=1)
 
     pl.seed_everything(0)
     model = make()

@@ -9,15 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from avsl.cli import AVSLCLI, main
+from avsl.cli import main
 from avsl.data import SynthAV, splits
+from avsl.lightning_cli import AVSLCLI
 from avsl.methods import EZVSL, load_method
 from avsl.methods.xpl import XPL
 from tests._data_fixtures import write_pair
 from tests.test_cli_lightning import TINY_TRAINER
-from tests.test_methods_contract import TINY
+from tests.test_methods_contract import TINY, cli_flags
 
-TINY_PEER = ["--model.init_args.model_a=" + json.dumps(TINY["xpl"]["model_a"])]
+# Tiny peers whose audio window (3 s) is that of the Flickr and VGG-SS data configs.
+TINY_PEER = cli_flags({"model_a_args": {**TINY["xpl"]["model_a_args"], "duration": 3.0}})
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
@@ -30,7 +32,8 @@ def _role(role: str, **values: object) -> list[str]:
 def test_synthav_configs_train_and_the_checkpoint_loads(tmp_path: Path) -> None:
     args = ["fit", "-c", "xpl_synthav", "-c", "synthav_semi", f"--trainer.default_root_dir={tmp_path}"]
     args += ["--trainer.logger=false", "--data.init_args.batch_size=4", "--data.init_args.labeled_batch_size=2"]
-    args += ["--model.init_args.model_a.init_args.embed_dim=16", "--model.init_args.warmup_epochs=0"]
+    args += ["--model.init_args.model_a_args.embed_dim=16", "--model.init_args.warmup_epochs=0"]
+    args += ["--model.init_args.model_a_args.frame_size=[64, 64]", "--model.init_args.model_a_args.duration=0.5"]
     for role, n in (("unlabeled", 8), ("labeled", 4), ("val", 4), ("test", 4)):
         args += _role(role, num_clips=n, image_size=64, duration=0.5)
     assert main(args + TINY_TRAINER) == 0
@@ -39,10 +42,10 @@ def test_synthav_configs_train_and_the_checkpoint_loads(tmp_path: Path) -> None:
     assert isinstance(model, XPL) and isinstance(model.model_a, EZVSL) and isinstance(model.model_b, EZVSL)
     assert model.model_a.hparams["embed_dim"] == 16 and model.model_b.hparams["embed_dim"] == 16
     assert len(model.bank_a) == len(model.bank_b) == 8  # two steps of 4 clips: every unlabeled clip is banked
-    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
     for key in ("bank_a.values", "bank_b.keys", "reliability.values"):
         assert torch.equal(model.state_dict()[key], checkpoint["state_dict"][key])
-    clips = SynthAV(num_clips=2, seed=2, image_size=64, duration=0.5)
+    clips = SynthAV(num_clips=2, seed=2, image_size=64)
     image = torch.stack([clips[i]["image"] for i in range(2)])
     audio = torch.stack([clips[i]["audio"] for i in range(2)])
     assert model.localize(image, audio).shape == (2, 64, 64)
@@ -66,10 +69,10 @@ def test_flickr_semi_config_on_a_fixture_tree(tmp_path: Path) -> None:
     args = ["-c", "xpl", "-c", "flickr_semi", *TINY_PEER, f"--trainer.default_root_dir={tmp_path / 'run'}"]
     args += ["--trainer.logger=false", "--data.init_args.batch_size=2", "--data.init_args.labeled_batch_size=2"]
     args += ["--data.init_args.num_workers=0", "--model.init_args.warmup_epochs=0"]
-    args += _role("unlabeled", root=root, split=json.dumps(train_ids), image_size=64, duration=0.5)
-    args += _role("labeled", root=root, split=json.dumps(pool[:2]), image_size=64, duration=0.5)
+    args += _role("unlabeled", root=root, split=json.dumps(train_ids), image_size=64)
+    args += _role("labeled", root=root, split=json.dumps(pool[:2]), image_size=64)
     for role in ("val", "test"):
-        args += _role(role, root=root, split=json.dumps(test_ids), image_size=64, duration=0.5)
+        args += _role(role, root=root, split=json.dumps(test_ids), image_size=64)
 
     cli = AVSLCLI(args, run=False)
     unlabeled_ids = [s["sample_id"] for s in cli.datamodule.unlabeled]
@@ -91,9 +94,9 @@ def test_vggss_semi_config_on_fixture_trees(tmp_path: Path) -> None:
     args = ["fit", "-c", "xpl", "-c", "vggss_semi", *TINY_PEER, f"--trainer.default_root_dir={tmp_path / 'run'}"]
     args += ["--trainer.logger=false", "--data.init_args.batch_size=2", "--data.init_args.labeled_batch_size=2"]
     args += ["--data.init_args.num_workers=0", "--model.init_args.warmup_epochs=0", "--trainer.max_steps=1"]
-    args += _role("unlabeled", root=vggsound, split=json.dumps(["train_a", "train_b"]), image_size=64, duration=0.5)
-    args += _role("labeled", root=flickr, split=json.dumps(pool), image_size=64, duration=0.5)
+    args += _role("unlabeled", root=vggsound, split=json.dumps(["train_a", "train_b"]), image_size=64)
+    args += _role("labeled", root=flickr, split=json.dumps(pool), image_size=64)
     for role in ("val", "test"):
-        args += _role(role, root=vggsound, split=json.dumps(test_ids), image_size=64, duration=0.5)
+        args += _role(role, root=vggsound, split=json.dumps(test_ids), image_size=64)
     assert main(args + TINY_TRAINER[1:]) == 0
     assert list((tmp_path / "run").rglob("*.ckpt"))

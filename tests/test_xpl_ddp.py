@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from avsl.methods import EZVSL
 from avsl.methods.xpl import XPL
 from avsl.nn.banks import hash_ids
 
@@ -44,8 +43,9 @@ SCRIPT = textwrap.dedent(
         clips = SynthAV(num_clips=16, seed=0, image_size=64, duration=0.5)
         labeled = SynthAV(num_clips=4, seed=3, image_size=64, duration=0.5)
         data = AVDataModule(clips, labeled, batch_size=4, labeled_batch_size=2)
-        peer = EZVSL(vision_backbone="tiny_cnn", audio_backbone="tiny_cnn", audio_frontend="logmel", embed_dim=16)
-        model = RecordingXPL(peer, peer_seed=1, warmup_epochs=0, ema_momentum=0.5)
+        peer = dict(vision_backbone="tiny_cnn", audio_backbone="tiny_cnn", audio_frontend="logmel", embed_dim=16,
+                    frame_size=(64, 64), duration=0.5)
+        model = RecordingXPL("ezvsl", peer, peer_seed=1, warmup_epochs=0, ema_momentum=0.5)
         trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=3, logger=False,
                              enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                              default_root_dir=out)
@@ -97,9 +97,9 @@ def test_banks_are_synchronized_across_processes(tmp_path: Path) -> None:
         torch.testing.assert_close(banks["bank_a.values"][row[key]], expected)
 
     # the checkpoint of the DDP run restores the same banks into a fresh model in one process
-    checkpoint = torch.load(tmp_path / "ddp.ckpt", map_location="cpu", weights_only=False)
-    peer = EZVSL(vision_backbone="tiny_cnn", audio_backbone="tiny_cnn", audio_frontend="logmel", embed_dim=16)
-    restored = XPL(peer)
+    checkpoint = torch.load(tmp_path / "ddp.ckpt", map_location="cpu", weights_only=True)
+    peer = {"vision_backbone": "tiny_cnn", "audio_backbone": "tiny_cnn", "audio_frontend": "logmel", "embed_dim": 16}
+    restored = XPL("ezvsl", peer)
     restored.load_state_dict(checkpoint["state_dict"])
     for key, value in banks.items():
         torch.testing.assert_close(restored.state_dict()[key].to(value.dtype), value)

@@ -1,59 +1,116 @@
-"""The thin base class every avsl method subclasses."""
+"""The thin base class every avsl method subclasses, and what a method declares about its inputs (:class:`Signal`)."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from avsl.losses import minmax_normalize
 from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
+from avsl.nn.maps import minmax_normalize
 from avsl.types import AVBatch, TrainBatch
 
-__all__ = ["LocalizationMethod", "adopt_cli_init_args", "build_method", "import_method", "read_checkpoint"]
+__all__ = ["LocalizationMethod", "Signal", "build_method", "method_class", "read_checkpoint"]
+
+_INTERPOLATING = ("linear", "bilinear", "bicubic", "trilinear")
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What a method takes and gives besides its weights: the facts that inference needs.
+
+    A method declares its signal from its constructor arguments (wrappers pass on their inner method's); it is saved
+    in every checkpoint, and ``avsl localize``, :func:`avsl.methods.load_method` and the checks between a method and
+    its data read it from there, so a checkpoint says how to prepare new inputs.
+
+    Attributes:
+        sample_rate: audio sample rate in Hz.
+        frame_size: (height, width) of the frames the method is trained on.
+        duration: length of the audio window in seconds.
+        score_range: the range of the raw map scores (fixed-threshold protocols such as ``slavc`` map it to [0, 1]).
+        upsample_mode: how raw maps are resized to the frame (``torch.nn.functional.interpolate`` mode).
+        align_corners: ``align_corners`` of that interpolation (ignored by modes that do not take it).
+    """
+
+    sample_rate: int
+    frame_size: tuple[int, int]
+    duration: float
+    score_range: tuple[float, float] = (-1.0, 1.0)
+    upsample_mode: str = "bilinear"
+    align_corners: bool | None = False
+
+    def __post_init__(self) -> None:
+        size = tuple(self.frame_size)
+        if len(size) != 2 or min(int(s) for s in size) < 1:
+            raise ValueError(f"frame_size must be (height, width) of positive ints, got {self.frame_size!r}")
+        lo, hi = (float(v) for v in self.score_range)
+        if self.sample_rate < 1 or self.duration <= 0 or not lo < hi:
+            raise ValueError(
+                f"need sample_rate >= 1, duration > 0 and score_range low < high, got {self.sample_rate}, "
+                f"{self.duration}, {self.score_range}"
+            )
+        # Normalized types: YAML gives lists, checkpoints give back what to_dict wrote.
+        object.__setattr__(self, "frame_size", (int(size[0]), int(size[1])))
+        object.__setattr__(self, "score_range", (lo, hi))
+        object.__setattr__(self, "sample_rate", int(self.sample_rate))
+        object.__setattr__(self, "duration", float(self.duration))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the audio window."""
+        return round(self.duration * self.sample_rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what checkpoints store)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Signal:
+        return cls(**{k: values[k] for k in inspect.signature(cls).parameters if k in values})
 
 
 class LocalizationMethod(pl.LightningModule):
     """Base class of avsl methods: implement :meth:`forward` and :meth:`training_losses`.
 
     The base provides the one inference path (:meth:`localize`), validation and test metrics under a selectable
-    evaluation protocol, ``predict_step``, loss logging and a default Adam optimizer (LightningCLI's ``optimizer:``
-    section replaces it). Subclasses declare how their raw maps are upsampled (``upsample_mode``,
-    ``align_corners``) and the range of their raw scores (``score_range``, used by fixed-threshold protocols).
+    evaluation protocol, ``predict_step``, loss logging and the optimizer over :meth:`param_groups` (LightningCLI's
+    ``optimizer:`` section replaces it). A subclass declares its :class:`Signal` (sample rate, frame size, audio
+    window, score range, upsampling) from its own arguments and passes it here.
 
     Args:
+        signal: what the method takes and gives (see :class:`Signal`).
         eval_protocol: the cIoU protocol of validation and test (see :mod:`avsl.metrics`; ``"ezvsl"`` by default).
-        lr: learning rate of the default optimizer.
-        weight_decay: weight decay of the default optimizer.
+        lr: learning rate of the default parameter group.
+        weight_decay: weight decay of the default parameter group.
     """
 
-    upsample_mode: ClassVar[str] = "bilinear"
-    align_corners: ClassVar[bool | None] = False
-    score_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+    #: The optimizer class over :meth:`param_groups` (a class attribute; a wrapper takes its inner methods').
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.Adam
 
-    def __init__(self, eval_protocol: str = "ezvsl", lr: float = 1e-4, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self, signal: Signal, eval_protocol: str = "ezvsl", lr: float = 1e-4, weight_decay: float = 0.0
+    ) -> None:
         super().__init__()
         if eval_protocol not in PROTOCOLS:
             raise ValueError(f"unknown eval_protocol {eval_protocol!r}; expected one of {PROTOCOLS}")
+        if not isinstance(signal, Signal):
+            raise TypeError(f"signal must be an avsl.methods.Signal, got {type(signal).__name__}")
+        self.signal = signal
         self.eval_protocol = eval_protocol
         self.lr = lr
         self.weight_decay = weight_decay
-        self.val_ciou = CIoU(protocol=eval_protocol)
-        self.test_ciou = CIoU(protocol=eval_protocol)
-        self.val_pointing, self.test_pointing = Pointing(), Pointing()
-        # Segmentation metrics are updated only for batches that carry pixel masks (AVSBench, SynthAV).
-        self.val_miou, self.test_miou = AVSBenchMIoU(reduction="dataset"), AVSBenchMIoU(reduction="dataset")
-        self.val_fscore, self.test_fscore = AVSBenchFScore(reduction="dataset"), AVSBenchFScore(reduction="dataset")
-        # Frame size and audio length seen in training, saved in checkpoints so that `avsl localize` can prepare
-        # new inputs the same way.
-        self.input_geometry: dict[str, int] = {}
+        # Validation and test metrics, built when first used (see _metrics): a method inside a wrapper never is.
+        self.eval_metrics = nn.ModuleDict()
+        self._checked_batch = False
 
     # ------------------------------------------------------------------------------------------------ contract
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
@@ -65,11 +122,22 @@ class LocalizationMethod(pl.LightningModule):
         """Named, already-weighted loss terms of one training batch; the base sums and logs them."""
         raise NotImplementedError(f"{type(self).__name__} must implement training_losses(batch)")
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups, each with its own ``lr`` and ``weight_decay``.
+
+        By default one group of every trainable parameter at ``lr`` / ``weight_decay``. Methods with several learning
+        rates (SSPL) override it; wrappers (SemiPL, XPL) optimize the union of their inner methods' groups, so an
+        inner method's own arguments rule its parameters.
+        """
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": params, "lr": self.lr, "weight_decay": self.weight_decay}]
+
     # ------------------------------------------------------------------------------------------------ inference
     def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
-        """Resize raw (B, h, w) maps to ``size`` with the method's declared interpolation (keeps gradients)."""
-        align = self.align_corners if self.upsample_mode in ("linear", "bilinear", "bicubic", "trilinear") else None
-        return F.interpolate(raw[:, None], size=size, mode=self.upsample_mode, align_corners=align)[:, 0]
+        """Resize raw (B, h, w) maps to ``size`` with the interpolation of the method's signal (keeps gradients)."""
+        mode = self.signal.upsample_mode
+        align = self.signal.align_corners if mode in _INTERPOLATING else None
+        return F.interpolate(raw[:, None], size=size, mode=mode, align_corners=align)[:, 0]
 
     @torch.no_grad()
     def localize(self, image: Tensor, audio: Tensor, normalize: bool = True) -> Tensor:
@@ -82,17 +150,27 @@ class LocalizationMethod(pl.LightningModule):
         maps = self.upsample(self(image, audio).float(), (image.shape[-2], image.shape[-1]))
         return minmax_normalize(maps) if normalize else maps
 
-    def _metric_input(self, raw: Tensor) -> Tensor:
-        if self.eval_protocol == "slavc":  # a fixed-range score in [0, 1], thresholded at 0.5 by the protocol
-            lo, hi = self.score_range
-            return ((raw - lo) / (hi - lo)).clamp(0.0, 1.0)
-        return raw
+    def unit_scores(self, raw: Tensor) -> Tensor:
+        """Raw scores mapped from the signal's ``score_range`` to [0, 1] (not clamped)."""
+        lo, hi = self.signal.score_range
+        return (raw - lo) / (hi - lo)
 
     # ------------------------------------------------------------------------------------------------ loops
+    def setup(self, stage: str) -> None:
+        # The data link: a datamodule that declares its audio rate (AVDataModule) must give the method's.
+        # (getattr's default also covers an AVDataModule none of whose datasets declares a rate.)
+        datamodule = getattr(self._trainer, "datamodule", None)
+        rate = getattr(datamodule, "sample_rate", None)
+        if rate is not None and int(rate) != self.signal.sample_rate:
+            raise ValueError(
+                f"the data is at {int(rate)} Hz but {type(self).__name__} takes {self.signal.sample_rate} Hz audio: "
+                "set the method's sample_rate to the data's (a wrapper's, in its inner method's arguments, e.g. "
+                "--model.init_args.base_args.sample_rate)"
+            )
+
     def training_step(self, batch: TrainBatch, batch_idx: int) -> Tensor:
-        if not self.input_geometry:
-            image, audio = batch["unlabeled"]["image"], batch["unlabeled"]["audio"]
-            self.input_geometry = {"height": image.shape[-2], "width": image.shape[-1], "num_samples": audio.shape[-1]}
+        if not self._checked_batch:
+            self._check_geometry(batch["unlabeled"])
         losses = self.training_losses(batch)
         if not losses:
             raise RuntimeError(f"{type(self).__name__}.training_losses returned no loss term")
@@ -102,36 +180,38 @@ class LocalizationMethod(pl.LightningModule):
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
         return total
 
+    def _check_geometry(self, batch: AVBatch) -> None:
+        """The training frames and audio windows must be those the signal declares (checkpoints record it)."""
+        size, samples = tuple(batch["image"].shape[-2:]), int(batch["audio"].shape[-1])
+        if size != self.signal.frame_size or samples != self.signal.num_samples:
+            s = self.signal
+            raise ValueError(
+                f"{type(self).__name__} declares {s.frame_size[0]}x{s.frame_size[1]} frames and {s.duration:g} s of "
+                f"audio ({s.num_samples} samples at {s.sample_rate} Hz), but its training batches have "
+                f"{size[0]}x{size[1]} frames and {samples} samples: set the method's frame_size and duration to the "
+                "data's (a wrapper's, in its inner method's arguments)"
+            )
+        self._checked_batch = True
+
+    def _metrics(self, stage: str) -> _StageMetrics:
+        if stage not in self.eval_metrics:
+            self.eval_metrics[stage] = _StageMetrics(self.eval_protocol).to(self.device)
+        metrics: _StageMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
+        return metrics
+
     def _eval_step(self, batch: AVBatch, stage: str) -> None:
         if "gt_map" not in batch and "mask" not in batch:
             raise ValueError(f"{stage} batches need 'gt_map' or 'mask' to compute localization metrics")
         raw = self.localize(batch["image"], batch["audio"], normalize=False)
-        if "gt_map" in batch:
-            getattr(self, f"{stage}_ciou").update(self._metric_input(raw), batch["gt_map"], batch["sample_id"])
-            # The raw maps: _metric_input may clamp (slavc), which can merge the peak with other pixels.
-            getattr(self, f"{stage}_pointing").update(raw, batch["gt_map"], batch["sample_id"])
-        if "mask" in batch:
-            # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
-            logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
-            for name in ("miou", "fscore"):
-                getattr(self, f"{stage}_{name}").update(logits, batch["mask"], batch["sample_id"])
+        # slavc thresholds a fixed-range score in [0, 1] at 0.5; the other protocols normalize the raw map.
+        scores = self.unit_scores(raw).clamp(0.0, 1.0) if self.eval_protocol == "slavc" else raw
+        self._metrics(stage).update(raw, scores, batch)
 
     def _log_eval(self, stage: str) -> None:
-        ciou = getattr(self, f"{stage}_ciou")
-        if ciou.update_count:
-            result = ciou.compute()
-            for key, value in result.items():
-                self.log(f"{stage}/{key}", value.float(), prog_bar=stage == "val" and key == "ciou")
-            ciou.reset()
-        pointing = getattr(self, f"{stage}_pointing")
-        if pointing.update_count:
-            self.log(f"{stage}/pointing", pointing.compute()["pointing"].float())
-            pointing.reset()
-        for name in ("miou", "fscore"):
-            metric = getattr(self, f"{stage}_{name}")
-            if metric.update_count:
-                self.log(f"{stage}/{name}", metric.compute().float())
-                metric.reset()
+        if stage in self.eval_metrics:
+            metrics: _StageMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
+            for key, value in metrics.compute_and_reset().items():
+                self.log(f"{stage}/{key}", value, prog_bar=stage == "val" and key == "ciou")
 
     def validation_step(self, batch: AVBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -150,63 +230,105 @@ class LocalizationMethod(pl.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ optim / io
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        groups = [g for g in self.param_groups() if g["params"]]
+        return self.optimizer(groups)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lets `avsl localize --ckpt` and `avsl.methods.load_method` rebuild the right class from a checkpoint.
+        # Lets `avsl localize --ckpt` and `avsl.methods.load_method` rebuild the right class and prepare its inputs.
         checkpoint["avsl_method"] = f"{type(self).__module__}.{type(self).__qualname__}"
-        checkpoint["avsl_input_geometry"] = dict(self.input_geometry)
-        # Wrapper methods (SemiPL, XPL) take other methods as constructor arguments and keep them as child modules
-        # of the same name; their class and hyperparameters are recorded so load_method can rebuild them.
-        checkpoint["avsl_components"] = {
-            name: {"class_path": f"{type(m).__module__}.{type(m).__qualname__}", "init_args": dict(m.hparams)}
-            for name, m in self.named_children()
-            if isinstance(m, LocalizationMethod)
-        }
+        checkpoint["avsl_signal"] = self.signal.to_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.input_geometry = dict(checkpoint.get("avsl_input_geometry", {}))
+        saved = checkpoint.get("avsl_signal")
+        if saved is None:
+            raise ValueError(
+                "the checkpoint records no signal (sample rate, frame size, audio window): it was written by an "
+                "earlier development version of avsl, or not by avsl. Build the method with the arguments it was "
+                "trained with and load the weights: model = Method(..., sample_rate=R, frame_size=(H, W), "
+                "duration=S); model.load_state_dict(avsl.methods.read_checkpoint(path)['state_dict'])"
+            )
+        if Signal.from_dict(saved) != self.signal:
+            raise ValueError(
+                f"the checkpoint was trained with {Signal.from_dict(saved)}, but the method built from its arguments "
+                f"declares {self.signal}"
+            )
+
+
+class _StageMetrics(nn.Module):
+    """The metrics of one evaluation stage: cIoU/AUC under the protocol, pointing, and, for batches with pixel
+    masks (AVSBench, SynthAV), AVSBench mIoU and F-score."""
+
+    def __init__(self, protocol: str) -> None:
+        super().__init__()
+        self.ciou = CIoU(protocol=protocol)
+        self.pointing = Pointing()
+        self.miou = AVSBenchMIoU(reduction="dataset")
+        self.fscore = AVSBenchFScore(reduction="dataset")
+
+    def update(self, raw: Tensor, scores: Tensor, batch: AVBatch) -> None:
+        ids = batch["sample_id"]
+        if "gt_map" in batch:
+            self.ciou.update(scores, batch["gt_map"], ids)
+            # Pointing takes the raw maps: clamping (slavc) can merge the peak with other pixels.
+            self.pointing.update(raw, batch["gt_map"], ids)
+        if "mask" in batch:
+            # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
+            logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
+            self.miou.update(logits, batch["mask"], ids)
+            self.fscore.update(logits, batch["mask"], ids)
+
+    def compute_and_reset(self) -> dict[str, Tensor]:
+        out: dict[str, Tensor] = {}
+        if self.ciou.update_count:
+            out.update({k: v.float() for k, v in self.ciou.compute().items()})
+        if self.pointing.update_count:
+            out["pointing"] = self.pointing.compute()["pointing"].float()
+        for name, metric in (("miou", self.miou), ("fscore", self.fscore)):
+            if metric.update_count:
+                out[name] = metric.compute().float()
+        for each in (self.ciou, self.pointing, self.miou, self.fscore):
+            each.reset()
+        return out
 
 
 # ---------------------------------------------------------------------------------------------------- wrappers
-# Methods that take other methods as arguments (SemiPL's base, XPL's peers) share these three helpers.
+def method_class(name: str) -> type[LocalizationMethod]:
+    """The method class a wrapper's ``base``-style argument names: a key of :data:`avsl.methods.METHODS`
+    (``"ezvsl"``) or the dotted import path of any :class:`LocalizationMethod` subclass (``"mypkg.MyMethod"``)."""
+    from avsl.methods import METHODS  # here: avsl.methods imports this module
 
-
-def import_method(target: str) -> type[LocalizationMethod]:
-    """The :class:`LocalizationMethod` subclass at the dotted import path ``target`` (``"pkg.module.Class"``)."""
-    module_name, _, class_name = target.rpartition(".")
+    if name in METHODS:
+        return METHODS[name]
+    module_name, _, class_name = name.rpartition(".")
     if not module_name:
-        raise ValueError(f"{target!r} is not a dotted import path ('pkg.module.Class')")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
+        raise ValueError(f"unknown method {name!r}: give one of {sorted(METHODS)} or a dotted path 'pkg.module.Class'")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name, None)
+    except ImportError as err:
+        raise ValueError(f"cannot import {name!r}: {err}") from None
     if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
-        raise ValueError(f"{target} is not a LocalizationMethod")
+        raise ValueError(f"{name} is not a LocalizationMethod")
     return cls
 
 
-def build_method(spec: Mapping[str, Any]) -> LocalizationMethod:
-    """A method from its YAML form, ``{"class_path": "pkg.Class", "init_args": {...}}``."""
-    target = spec.get("class_path")
-    if not isinstance(target, str) or "." not in target:
-        raise ValueError(f"a method given as a mapping needs a dotted 'class_path', got keys {sorted(spec)}")
-    return import_method(target)(**dict(spec.get("init_args") or {}))
+def build_method(name: str, args: Mapping[str, Any] | None = None) -> LocalizationMethod:
+    """The method ``name`` (see :func:`method_class`) built with ``args``: how wrappers build their inner methods.
 
-
-def adopt_cli_init_args(wrapper: LocalizationMethod, children: Mapping[str, LocalizationMethod | None]) -> None:
-    """Give the inner methods of a wrapper built by LightningCLI their own arguments back as hyperparameters.
-
-    While LightningCLI instantiates a wrapper, a context variable hands the wrapper's parsed config to every
-    ``save_hyperparameters()`` call (``lightning.pytorch.cli._InstantiatorFn``), so the inner methods it builds from
-    YAML record the *wrapper's* config. The wrapper's own hyperparameters then hold each inner method as its
-    ``{class_path, init_args}`` mapping (when the wrapper saved them, see SemiPL and XPL); this takes each child's
-    ``init_args`` from there. Outside LightningCLI the wrapper ignores its children in ``save_hyperparameters`` and
-    this does nothing.
+    The method's ``hparams`` are set to the arguments it was built with (defaults included), the same whether the
+    wrapper is built from Python or by LightningCLI: while LightningCLI builds a model it hands the model's config to
+    every ``save_hyperparameters()`` call made meanwhile (Lightning issues #13181, #20432), which would give an inner
+    method its wrapper's config. A wrapper's checkpoint does not depend on this: it records ``name`` and ``args``.
     """
-    for name, child in children.items():
-        spec = wrapper.hparams.get(name)
-        if child is not None and isinstance(spec, Mapping):
-            child.hparams.clear()
-            child.hparams.update(dict(spec.get("init_args") or {}))
+    cls = method_class(name)
+    args = dict(args or {})
+    try:
+        bound = inspect.signature(cls).bind(**args)
+    except TypeError as err:
+        raise ValueError(f"bad arguments for {cls.__name__}: {err}") from None
+    method = cls(**args)
+    bound.apply_defaults()
+    method.save_hyperparameters(dict(bound.arguments))
+    return method
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
-from avsl.losses import mil_infonce, minmax_normalize
-from avsl.methods.base import LocalizationMethod
+from avsl.losses import mil_infonce
+from avsl.methods.base import LocalizationMethod, Signal
 from avsl.nn.backbones import create_backbone
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
+from avsl.nn.maps import minmax_normalize
 from avsl.types import TrainBatch
 
 __all__ = ["EZVSL", "gathered_mil_infonce"]
@@ -57,7 +58,9 @@ class EZVSL(LocalizationMethod):
         vision_out_index: which backbone stage gives the map (-1 last; -2 for stride 16 on ResNets).
         audio_backbone: registry name of the audio backbone (1-channel input, trained from scratch by default).
         audio_frontend: ``"loglinear"`` (the reference 257-bin spectrogram) or ``"logmel"`` (64 mel bands, cheaper).
-        sample_rate: audio sample rate in Hz (the CLI links it to the datamodule's).
+        sample_rate: audio sample rate in Hz (must be the data's).
+        frame_size: (height, width) of the training frames (224 x 224 in the reference).
+        duration: audio window in seconds (3 s in the reference).
         embed_dim: dimension of the shared embedding space.
         tau: InfoNCE temperature (0.03 in the reference).
         pool_temperature: how the cosine map is pooled into the pair's similarity: None takes its maximum (the
@@ -74,10 +77,6 @@ class EZVSL(LocalizationMethod):
         eval_protocol, lr, weight_decay: see :class:`LocalizationMethod`.
     """
 
-    # EZ-VSL's test.py upsamples the 7x7 map with bilinear interpolation and align_corners=True (the default of the
-    # `align_corners` argument, which sets the instance's choice).
-    upsample_mode: ClassVar[str] = "bilinear"
-
     def __init__(
         self,
         vision_backbone: str = "resnet18",
@@ -87,6 +86,8 @@ class EZVSL(LocalizationMethod):
         audio_backbone: str = "resnet18",
         audio_frontend: Literal["loglinear", "logmel"] = "loglinear",
         sample_rate: int = 16000,
+        frame_size: tuple[int, int] = (224, 224),
+        duration: float = 3.0,
         embed_dim: int = 512,
         tau: float = 0.03,
         pool_temperature: float | None = None,
@@ -100,7 +101,9 @@ class EZVSL(LocalizationMethod):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
+        # Cosine maps in [-1, 1]; EZ-VSL's test.py upsamples the 7x7 map bilinearly with align_corners=True.
+        signal = Signal(sample_rate, frame_size, duration, (-1.0, 1.0), "bilinear", align_corners)
+        super().__init__(signal, eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
         self.save_hyperparameters()
         if tau <= 0:
             raise ValueError(f"tau must be positive, got {tau}")
@@ -110,7 +113,6 @@ class EZVSL(LocalizationMethod):
             raise ValueError(f"pool_temperature must be positive or None, got {pool_temperature}")
         self.tau = tau
         self.pool_temperature = pool_temperature
-        self.upsample_align_corners = align_corners
         self.gather_negatives = gather_negatives
         self.ogl_alpha = ogl_alpha
         self.visual = VisualEncoder(vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index, embed_dim)
@@ -118,12 +120,6 @@ class EZVSL(LocalizationMethod):
         self.ogl = None
         if ogl_backbone is not None:
             self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
-
-    def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
-        """Bilinear resizing with the ``align_corners`` of the constructor (keeps gradients)."""
-        return torch.nn.functional.interpolate(
-            raw[:, None], size=size, mode="bilinear", align_corners=self.upsample_align_corners
-        )[:, 0]
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
         """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from avsl.losses import heatmap_bce, heatmap_mass, heatmap_mse, minmax_normalize
-from avsl.methods.base import LocalizationMethod, adopt_cli_init_args, build_method
+from avsl.losses import heatmap_bce, heatmap_mass, heatmap_mse
+from avsl.methods.base import LocalizationMethod, build_method
+from avsl.nn.maps import minmax_normalize
 from avsl.types import AVBatch, TrainBatch
 
 __all__ = ["SemiPL"]
@@ -29,7 +29,7 @@ class SemiPL(LocalizationMethod):
 
     The paper (SemiPL, Fig. "Semi-Loss") trains SSPL with PCM on Chaotic World with ``L = L_S + L_U``: a supervised
     loss from box-annotated frames and SSPL's negative-cosine consistency term. Here the base is any
-    :class:`LocalizationMethod` that produces a map, given as an argument (YAML: nested ``class_path``/``init_args``):
+    :class:`LocalizationMethod` that produces a map, named by ``base`` and built by SemiPL from ``base_args``:
 
     - ``L_S``: the base's raw map of each labeled frame, upsampled with the base's own interpolation to the size of
       ``gt_map``, min-max normalized per sample, against ``gt_map`` (which the dataset's augmentation transformed
@@ -40,9 +40,14 @@ class SemiPL(LocalizationMethod):
     The loss equations, weights and batch mixing of the paper are not public: this is the reconstruction of
     methods.md §3.2 (see ``docs/methods/semipl.md``). Training needs a labeled set (``AVDataModule(labeled=...)``).
 
+    SemiPL is a composite method (``docs/concepts.md``): its signal (sample rate, frame size, audio window, score range,
+    upsampling) is the base's, and so is its optimizer: the base's :meth:`~LocalizationMethod.param_groups` with the
+    base's learning rates (SemiPL adds no parameters).
+
     Args:
-        base: the wrapped method, kept as the child module ``base`` (its class and hyperparameters are saved in
-            checkpoints). From Python, the ``{"class_path", "init_args"}`` mapping of YAML is accepted too.
+        base: the wrapped method: a key of ``avsl.methods.METHODS`` (``"sspl"``, ``"ezvsl"``) or the dotted path of a
+            :class:`LocalizationMethod` subclass. It is built here and kept as the child module ``base``.
+        base_args: the base's constructor arguments (its defaults where absent).
         lambda_sup: weight of the supervised heatmap loss ``L_S``.
         lambda_unsup: weight of the base's unsupervised loss ``L_U`` (applied to each of its terms).
         sup_loss: ``"bce"`` (default) or ``"mse"`` between the min-max-normalized map and ``gt_map``, or ``"mass"``:
@@ -57,7 +62,8 @@ class SemiPL(LocalizationMethod):
 
     def __init__(
         self,
-        base: LocalizationMethod,
+        base: str = "sspl",
+        base_args: dict[str, Any] | None = None,
         lambda_sup: float = 1.0,
         lambda_unsup: float = 1.0,
         sup_loss: Literal["bce", "mse", "mass"] = "bce",
@@ -65,26 +71,17 @@ class SemiPL(LocalizationMethod):
         unsup_on_labeled: bool = False,
         eval_protocol: str = "sspl",
     ) -> None:
-        if isinstance(base, Mapping):
-            base = build_method(base)
-        if not isinstance(base, LocalizationMethod):
-            raise TypeError(f"base must be a LocalizationMethod, got {type(base).__name__}")
         if sup_loss not in ("bce", "mse", "mass"):
             raise ValueError(f"sup_loss must be 'bce', 'mse' or 'mass', got {sup_loss!r}")
         if sup_temperature <= 0:
             raise ValueError(f"sup_temperature must be positive, got {sup_temperature}")
         if lambda_sup < 0 or lambda_unsup < 0:
             raise ValueError(f"loss weights must be >= 0, got lambda_sup={lambda_sup}, lambda_unsup={lambda_unsup}")
-        # The optimizer is the base's (SSPL: its parameter groups), so its lr and weight decay are this method's too.
-        super().__init__(eval_protocol=eval_protocol, lr=base.lr, weight_decay=base.weight_decay)
-        self.save_hyperparameters(ignore=["base"])
-        # Built by LightningCLI, the hyperparameters are the parsed config (lightning.pytorch.cli._InstantiatorFn), in
-        # which the base is a plain {class_path, init_args} mapping: keep it, so that load_from_checkpoint rebuilds the
-        # base (`ignore` dropped it), and give the base its own arguments back from it.
-        if "_instantiator" in self.hparams:
-            self.save_hyperparameters()
-        adopt_cli_init_args(self, {"base": base})
-        self.base = base
+        inner = build_method(base, base_args)
+        super().__init__(inner.signal, eval_protocol=eval_protocol)
+        self.save_hyperparameters()
+        self.optimizer = inner.optimizer
+        self.base = inner
         self.lambda_sup, self.lambda_unsup = lambda_sup, lambda_unsup
         self.sup_loss = sup_loss
         self.sup_temperature = sup_temperature
@@ -96,28 +93,17 @@ class SemiPL(LocalizationMethod):
         out: Tensor = self.base(image, audio)
         return out
 
-    def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
-        # The base's declared interpolation (SSPL: bilinear, align_corners=False; EZ-VSL: align_corners=True).
-        return self.base.upsample(raw, size)
-
-    def _metric_input(self, raw: Tensor) -> Tensor:
-        if self.eval_protocol == "slavc":  # the base's score range maps its raw scores to [0, 1]
-            lo, hi = self.base.score_range
-            return ((raw - lo) / (hi - lo)).clamp(0.0, 1.0)
-        return raw
-
     # ------------------------------------------------------------------------------------------------ training
     def supervised_loss(self, labeled: AVBatch) -> Tensor:
         """``L_S`` of a labeled batch: the upsampled base maps against ``gt_map`` (``sup_loss``)."""
         if "gt_map" not in labeled:
             raise ValueError("SemiPL's labeled batches need 'gt_map' (an annotated dataset as AVDataModule's labeled)")
         target = labeled["gt_map"]
-        maps = self.base.upsample(self.base(labeled["image"], labeled["audio"]), (target.shape[-2], target.shape[-1]))
+        maps = self.upsample(self.base(labeled["image"], labeled["audio"]), (target.shape[-2], target.shape[-1]))
         # A sample whose ground truth is empty (a negative) cannot be matched by a normalized map: skip it.
         weight = (target.flatten(1).amax(dim=1) > 0).float()
         if self.sup_loss == "mass":
-            lo, hi = self.base.score_range
-            return heatmap_mass((maps.float() - lo) / (hi - lo), target, self.sup_temperature, weight)
+            return heatmap_mass(self.unit_scores(maps.float()), target, self.sup_temperature, weight)
         prob = minmax_normalize(maps.float())
         if self.sup_loss == "mse":
             return heatmap_mse(prob, target, weight)
@@ -148,6 +134,6 @@ class SemiPL(LocalizationMethod):
             losses[f"unsup_{name}"] = self.lambda_unsup * value
         return losses
 
-    def configure_optimizers(self) -> Any:
-        # The base's optimizer over the base's parameters (SemiPL has none of its own): SSPL's parameter groups stay.
-        return self.base.configure_optimizers()
+    def param_groups(self) -> list[dict[str, Any]]:
+        # SemiPL has no parameters of its own: the base's groups, with the base's learning rates (SSPL: two).
+        return self.base.param_groups()

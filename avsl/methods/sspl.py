@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from avsl.losses import simsiam_loss
-from avsl.methods.base import LocalizationMethod
+from avsl.methods.base import LocalizationMethod, Signal
+from avsl.nn.augment import color_jitter, crop_flip, crop_flip_params
 from avsl.nn.backbones import create_backbone
 from avsl.nn.heads import IMAGENET_MEAN, IMAGENET_STD
 from avsl.nn.pcm import PredictiveCodingModule
@@ -16,8 +18,6 @@ from avsl.nn.sspl import (
     SSPLAudioEncoder,
     attention_map,
     attention_pool,
-    random_color_jitter,
-    random_crop_flip,
     simsiam_predictor,
     simsiam_projector,
 )
@@ -38,7 +38,7 @@ class SSPL(LocalizationMethod):
 
     Both views are made on the device from the batch's frame: an independent random crop (``view_scale``: resize by
     1.1, crop back) and horizontal flip (``view_flip_p``) per view and sample, as the reference's two independently
-    augmented views (:func:`avsl.nn.sspl.random_crop_flip`).
+    augmented views (:func:`avsl.nn.augment.crop_flip` with crops of scale ``1 / view_scale``).
 
     Args:
         vision_backbone: registry name of the visual backbone (``vgg16_conv5`` in the reference).
@@ -52,7 +52,9 @@ class SSPL(LocalizationMethod):
         audio_pretrained: load published weights for the audio backbone through timm (not for ``vggish``).
         audio_checkpoint: local weights for the audio backbone (e.g. torchvggish's ``vggish-10086976.pth``).
         audio_trainable: train the audio backbone; None (default) as for the visual backbone.
-        sample_rate: audio sample rate in Hz (the CLI links it to the datamodule's).
+        sample_rate: audio sample rate in Hz (must be the data's).
+        frame_size: (height, width) of the training frames (224 x 224 in the reference).
+        duration: audio window in seconds (3 s in the reference).
         audio_hidden_dim: hidden width of the audio transform g (512).
         use_pcm: insert the predictive coding module between the visual encoder and the attention module.
         pcm_cycles: recurrent PCM cycles after the initial pass (``cycs_pcm = 4`` in the reference).
@@ -68,10 +70,8 @@ class SSPL(LocalizationMethod):
         weight_decay: AdamW weight decay (1e-4; the PCM gains have none).
     """
 
-    # SSPL resizes its 14x14 raw cosine map with OpenCV's bilinear INTER_LINEAR (half-pixel centres).
-    upsample_mode: ClassVar[str] = "bilinear"
-    align_corners: ClassVar[bool | None] = False
-    score_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
+    # The reference's AdamW (decoupled weight decay), betas (0.9, 0.999).
+    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.AdamW
 
     mean: Tensor
     std: Tensor
@@ -89,6 +89,8 @@ class SSPL(LocalizationMethod):
         audio_checkpoint: str | None = None,
         audio_trainable: bool | None = None,
         sample_rate: int = 16000,
+        frame_size: tuple[int, int] = (224, 224),
+        duration: float = 3.0,
         audio_hidden_dim: int = 512,
         use_pcm: bool = False,
         pcm_cycles: int = 4,
@@ -102,7 +104,10 @@ class SSPL(LocalizationMethod):
         lr_head: float = 2e-3,
         weight_decay: float = 1e-4,
     ) -> None:
-        super().__init__(eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
+        # Cosine maps in [-1, 1]; the reference resizes its 14x14 map with OpenCV's bilinear INTER_LINEAR (half-pixel
+        # centres: align_corners=False).
+        signal = Signal(sample_rate, frame_size, duration, (-1.0, 1.0), "bilinear", False)
+        super().__init__(signal, eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
         self.save_hyperparameters()
         if view_scale < 1.0 or not 0.0 <= view_flip_p <= 1.0:
             raise ValueError(f"need view_scale >= 1 and view_flip_p in [0, 1], got {view_scale}, {view_flip_p}")
@@ -170,8 +175,9 @@ class SSPL(LocalizationMethod):
 
     def augment_view(self, image: Tensor) -> Tensor:
         """One random view of a batch of frames: crop + flip (and colour jitter when enabled), per sample."""
-        view = random_crop_flip(image, self.view_scale, self.view_flip_p)
-        return random_color_jitter(view, self.view_color_jitter) if self.view_color_jitter > 0 else view
+        scale = 1.0 / self.view_scale  # resize by view_scale, crop back to the frame size
+        params = crop_flip_params(image.shape[0], scale, self.view_flip_p, image.device, max_scale=scale)
+        return color_jitter(crop_flip(image, params), self.view_color_jitter, saturation=True, p=0.8)
 
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]
@@ -184,9 +190,9 @@ class SSPL(LocalizationMethod):
         return {"simsiam": simsiam_loss(p1, p2, z1, z2)}
 
     # ------------------------------------------------------------------------------------------------ optim
-    def configure_optimizers(self) -> Any:
+    def param_groups(self) -> list[dict[str, Any]]:
         # The reference's parameter groups (methods.md §2.6, SSPL supplement Table S1): the SimSiam head at lr1, g, the
-        # PCM and any trainable backbone at lr2, the PCM gains at lr2 without weight decay; AdamW, betas (0.9, 0.999).
+        # PCM and any trainable backbone at lr2, the PCM gains at lr2 without weight decay.
         head = {id(p) for m in (self.projector, self.predictor) for p in m.parameters()}
         gains = {id(self.pcm.ff_gain), id(self.pcm.fb_rate)} if self.pcm is not None else set()
         trainable = [p for p in self.parameters() if p.requires_grad]
@@ -195,5 +201,4 @@ class SSPL(LocalizationMethod):
             {"params": [p for p in trainable if id(p) in head], "lr": self.lr_head},
             {"params": [p for p in trainable if id(p) in gains], "lr": self.lr, "weight_decay": 0.0},
         ]
-        groups = [g for g in groups if g["params"]]
-        return torch.optim.AdamW(groups, lr=self.lr, betas=(0.9, 0.999), weight_decay=self.weight_decay)
+        return [{"weight_decay": self.weight_decay, **g} for g in groups if g["params"]]

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, Literal, get_args
 
 import lightning.pytorch as pl
 import torch
@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from avsl.losses import minmax_normalize
-from avsl.methods.base import LocalizationMethod, read_checkpoint
+from avsl.methods.base import LocalizationMethod, Signal, read_checkpoint
 from avsl.methods.ezvsl import gathered_mil_infonce
 from avsl.nn.affinity import AffinityNet, affinity_loss, pairwise_affinity, refine_map, seeds_from_map
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
+from avsl.nn.maps import minmax_normalize
 from avsl.nn.masking import mask_augment, random_block_mask
 from avsl.nn.segmentation import SoundingSegmenter, pseudo_mask_loss, pseudo_masks
 from avsl.types import TrainBatch
@@ -81,7 +81,9 @@ class USPL(LocalizationMethod):
         vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index: the stage-1 visual encoder
             (``avsl.nn.create_backbone`` names; pretrained weights matter only for the coarse stage, later stages
             load the trained weights).
-        audio_backbone, audio_frontend, sample_rate: the stage-1 audio encoder.
+        audio_backbone, audio_frontend, sample_rate: the stage-1 audio encoder (``sample_rate`` must be the data's).
+        frame_size: (height, width) of the training frames.
+        duration: audio window in seconds.
         embed_dim: shared embedding dimension.
         tau: InfoNCE temperature.
         pool_temperature: pooling of the cosine maps in the InfoNCE: None for the maximum (EZ-VSL), T > 0 for the
@@ -106,10 +108,6 @@ class USPL(LocalizationMethod):
         eval_protocol, lr, weight_decay: see :class:`LocalizationMethod`.
     """
 
-    upsample_mode: ClassVar[str] = "bilinear"
-    align_corners: ClassVar[bool | None] = False
-    score_range: ClassVar[tuple[float, float]] = (-1.0, 1.0)
-
     def __init__(
         self,
         stage: Stage = "coarse",
@@ -121,6 +119,8 @@ class USPL(LocalizationMethod):
         audio_backbone: str = "resnet18",
         audio_frontend: Literal["loglinear", "logmel"] = "loglinear",
         sample_rate: int = 16000,
+        frame_size: tuple[int, int] = (224, 224),
+        duration: float = 3.0,
         embed_dim: int = 512,
         tau: float = 0.03,
         pool_temperature: float | None = None,
@@ -146,7 +146,9 @@ class USPL(LocalizationMethod):
         lr: float = 1e-4,
         weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
+        # Every stage's raw scores lie in [-1, 1] (see above); maps are upsampled bilinearly with half-pixel centres.
+        signal = Signal(sample_rate, frame_size, duration, (-1.0, 1.0), "bilinear", False)
+        super().__init__(signal, eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
         # init_from is provenance, not architecture: a later stage's checkpoint must load without the earlier file.
         self.save_hyperparameters(ignore=["init_from"])
         if stage not in STAGES:

@@ -8,31 +8,18 @@ on labeled pairs), and chooses everything the paper leaves open. ``docs/methods/
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Mapping
-from typing import ClassVar, Literal
+from dataclasses import replace
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from avsl.losses import heatmap_bce, heatmap_mass, minmax_normalize
-from avsl.methods.base import LocalizationMethod, adopt_cli_init_args, build_method
-from avsl.methods.ezvsl import EZVSL
-from avsl.nn.banks import (
-    PseudoLabelBank,
-    crop_flip,
-    crop_flip_params,
-    ema_update,
-    hash_ids,
-    jitter_brightness_contrast,
-    map_agreement,
-    map_confidence,
-    selection_fraction,
-    sharpen,
-    sigmoid_rampup,
-    top_fraction_mask,
-)
+from avsl.losses import heatmap_bce, heatmap_mass
+from avsl.methods.base import LocalizationMethod, build_method
+from avsl.nn.augment import color_jitter, crop_flip, crop_flip_params
+from avsl.nn.banks import PseudoLabelBank, ema_update, hash_ids
+from avsl.nn.maps import map_agreement, map_confidence, minmax_normalize, resize_like, sharpen, top_fraction_mask
+from avsl.nn.schedules import selection_fraction, sigmoid_rampup
 from avsl.types import AVBatch, TrainBatch
 
 __all__ = ["XPL"]
@@ -66,13 +53,20 @@ class XPL(LocalizationMethod):
     ``pseudo_labels="self"`` is the single-model ablation: only ``model_a`` is built and trained, on its own
     pseudo-labels, with data selection by its own confidence (mean ``|2q - 1|``).
 
+    XPL is a composite method (``docs/concepts.md``): it builds its peers from their names and arguments. Its signal is
+    the evaluated peer's with scores in [0, 1] (both peers must take the same sample rate, frames and audio window);
+    its optimizer is the peers' optimizer class over the union of their :meth:`~LocalizationMethod.param_groups`, so
+    each peer trains at its own ``lr`` and ``weight_decay``.
+
     Args:
         model_a: the first peer: any method whose ``forward`` gives maps and whose ``training_losses`` gives its
-            unsupervised loss on ``{"unlabeled": batch}``. None builds ``EZVSL()`` with its defaults. From Python,
-            the ``{"class_path", "init_args"}`` mapping of YAML is accepted too (as for SemiPL's ``base``).
+            unsupervised loss on ``{"unlabeled": batch}``, named by a key of ``avsl.methods.METHODS`` or a dotted
+            class path.
+        model_a_args: its constructor arguments (its defaults where absent).
         model_b: the second peer. None builds an independently initialized copy of ``model_a``: the same class and
-            hyperparameters, constructed again with torch's CPU generator seeded by ``peer_seed`` (pretrained weights
-            are loaded again, freshly initialized parts differ).
+            arguments, constructed again with torch's CPU generator seeded by ``peer_seed`` (pretrained weights are
+            loaded again, freshly initialized parts differ).
+        model_b_args: the second peer's arguments (only with ``model_b``).
         peer_seed: seed of ``model_b``'s initialization; None draws it from torch's global generator, so it follows
             ``seed_everything``.
         pseudo_labels: ``"cross"`` (XPL) or ``"self"`` (one model trained on its own pseudo-labels).
@@ -95,16 +89,15 @@ class XPL(LocalizationMethod):
         strong_jitter: strength of the random brightness and contrast change (0 disables).
         eval_model: which map evaluation and inference use: ``"a"``, ``"b"`` or ``"mean"`` (the average of the two
             maps, each mapped to [0, 1] by its peer's ``score_range``).
-        eval_protocol, lr, weight_decay: see :class:`LocalizationMethod`; ``lr`` and ``weight_decay`` apply to both
-            peers (one Adam over all parameters; the peers' own ``lr`` arguments are not used).
+        eval_protocol: see :class:`LocalizationMethod`.
     """
-
-    score_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
 
     def __init__(
         self,
-        model_a: LocalizationMethod | None = None,
-        model_b: LocalizationMethod | None = None,
+        model_a: str = "ezvsl",
+        model_a_args: dict[str, Any] | None = None,
+        model_b: str | None = None,
+        model_b_args: dict[str, Any] | None = None,
         peer_seed: int | None = None,
         pseudo_labels: Literal["cross", "self"] = "cross",
         sharpen_temperature: float = 0.5,
@@ -124,17 +117,15 @@ class XPL(LocalizationMethod):
         strong_jitter: float = 0.2,
         eval_model: Literal["a", "b", "mean"] = "mean",
         eval_protocol: str = "ezvsl",
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(eval_protocol=eval_protocol, lr=lr, weight_decay=weight_decay)
-        self.save_hyperparameters(ignore=["model_a", "model_b"])
         if pseudo_labels not in ("cross", "self"):
             raise ValueError(f"pseudo_labels must be 'cross' or 'self', got {pseudo_labels!r}")
         if eval_model not in ("a", "b", "mean"):
             raise ValueError(f"eval_model must be 'a', 'b' or 'mean', got {eval_model!r}")
         if pseudo_labels == "self" and (model_b is not None or eval_model != "a"):
             raise ValueError("pseudo_labels='self' trains model_a alone: leave model_b unset and use eval_model='a'")
+        if model_b is None and model_b_args is not None:
+            raise ValueError("model_b_args needs model_b (without model_b, the second peer is a copy of model_a)")
         if sharpen_temperature <= 0:
             raise ValueError(f"sharpen_temperature must be positive, got {sharpen_temperature}")
         if not 0.0 <= ema_momentum < 1.0:
@@ -149,6 +140,21 @@ class XPL(LocalizationMethod):
             raise ValueError("loss weights must be >= 0")
         if not 0.0 < strong_crop <= 1.0 or not 0.0 <= strong_flip <= 1.0 or strong_jitter < 0:
             raise ValueError("strong_crop must be in (0, 1], strong_flip in [0, 1] and strong_jitter >= 0")
+        peer_a = build_method(model_a, model_a_args)
+        peer_b: LocalizationMethod | None = None
+        if model_b is not None:
+            peer_b = build_method(model_b, model_b_args)
+        elif pseudo_labels == "cross":
+            peer_b = _fresh_copy(model_a, model_a_args, peer_seed)
+        evaluated = peer_b if eval_model == "b" and peer_b is not None else peer_a
+        if peer_b is not None:
+            _check_peers(peer_a, peer_b)
+        # Maps in [0, 1]: each peer's raw scores are mapped from its own score range (see forward).
+        super().__init__(replace(evaluated.signal, score_range=(0.0, 1.0)), eval_protocol=eval_protocol)
+        self.save_hyperparameters()
+        self.optimizer = peer_a.optimizer
+        self.model_a = peer_a
+        self.model_b = peer_b
         self.pseudo_labels = pseudo_labels
         self.sharpen_temperature = sharpen_temperature
         self.ema_momentum = ema_momentum
@@ -170,26 +176,6 @@ class XPL(LocalizationMethod):
         self.strong_jitter = strong_jitter
         self.eval_model = eval_model
 
-        # Built by LightningCLI, the hyperparameters are the parsed config (lightning.pytorch.cli._InstantiatorFn),
-        # where the peers are plain {class_path, init_args} mappings: keep those too, so that load_from_checkpoint
-        # rebuilds the peers (`ignore` dropped them). The peers get their own arguments back from them below.
-        if "_instantiator" in self.hparams:
-            self.save_hyperparameters()
-        if isinstance(model_a, Mapping):
-            model_a = build_method(model_a)
-        if isinstance(model_b, Mapping):
-            model_b = build_method(model_b)
-        model_a = EZVSL() if model_a is None else model_a
-        if not isinstance(model_a, LocalizationMethod):
-            raise TypeError(f"model_a must be a LocalizationMethod, got {type(model_a).__name__}")
-        if model_b is not None and not isinstance(model_b, LocalizationMethod):
-            raise TypeError(f"model_b must be a LocalizationMethod, got {type(model_b).__name__}")
-        adopt_cli_init_args(self, {"model_a": model_a, "model_b": model_b})
-        if pseudo_labels == "cross" and model_b is None:
-            model_b = _fresh_copy(model_a, peer_seed)
-        self.model_a = model_a
-        self.model_b = model_b
-
         self.bank_a = PseudoLabelBank()
         self.bank_b = PseudoLabelBank()
         self.reliability = PseudoLabelBank()
@@ -204,26 +190,19 @@ class XPL(LocalizationMethod):
             peers.append(("b", self.model_b))
         return peers
 
-    @staticmethod
-    def _unit_map(peer: LocalizationMethod, image: Tensor, audio: Tensor) -> Tensor:
-        lo, hi = peer.score_range
-        raw: Tensor = peer(image, audio)
-        return (raw - lo) / (hi - lo)
+    def param_groups(self) -> list[dict[str, Any]]:
+        # Each peer's own groups, at its own learning rate and weight decay (XPL adds no parameters).
+        return [group for _, peer in self._peers() for group in peer.param_groups()]
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
-        """Maps (B, h, w) in [0, 1] of the peer(s) chosen by ``eval_model`` (raw scores mapped by ``score_range``)."""
+        """Maps (B, h, w) in [0, 1] of the peer(s) chosen by ``eval_model`` (each mapped by its ``score_range``)."""
         if self.eval_model == "a" or self.model_b is None:
-            return self._unit_map(self.model_a, image, audio)
+            return self.model_a.unit_scores(self.model_a(image, audio))
         if self.eval_model == "b":
-            return self._unit_map(self.model_b, image, audio)
-        a = self._unit_map(self.model_a, image, audio)
-        b = _resize_like(self._unit_map(self.model_b, image, audio), a)
+            return self.model_b.unit_scores(self.model_b(image, audio))
+        a = self.model_a.unit_scores(self.model_a(image, audio))
+        b = resize_like(self.model_b.unit_scores(self.model_b(image, audio)), a)
         return 0.5 * (a + b)
-
-    def upsample(self, raw: Tensor, size: tuple[int, int]) -> Tensor:
-        """The interpolation declared by the evaluated peer (model A's for ``"mean"``)."""
-        peer = self.model_b if self.eval_model == "b" and self.model_b is not None else self.model_a
-        return peer.upsample(raw, size)
 
     # ------------------------------------------------------------------------------------------------ training
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
@@ -242,14 +221,14 @@ class XPL(LocalizationMethod):
             probs = {name: minmax_normalize(peer(image, audio).float()) for name, peer in peers}
             labels = {name: sharpen(p, self.sharpen_temperature) for name, p in probs.items()}
             if self.model_b is not None:
-                score = map_agreement(probs["a"], _resize_like(probs["b"], probs["a"]), self.agreement)
+                score = map_agreement(probs["a"], resize_like(probs["b"], probs["a"]), self.agreement)
             else:
                 score = map_confidence(labels["a"])
             self._update_banks(keys, labels, score)
 
         losses: dict[str, Tensor] = {}
         params = crop_flip_params(image.shape[0], self.strong_crop, self.strong_flip, image.device)
-        strong = jitter_brightness_contrast(crop_flip(image, params), self.strong_jitter)
+        strong = color_jitter(crop_flip(image, params), self.strong_jitter, saturation=False)
         cross_weight = 0.0
         if epoch >= self.warmup_epochs:
             cross_weight = self.lambda_cross * sigmoid_rampup(epoch - self.warmup_epochs + 1, self.rampup_epochs)
@@ -273,7 +252,7 @@ class XPL(LocalizationMethod):
                 stored, _ = source.read(keys)
                 target = crop_flip(stored[:, None], params)[:, 0]
                 raw = peer(strong, audio).float()
-                target = _resize_like(target, raw)
+                target = resize_like(target, raw)
                 losses[f"{name}_cross"] = cross_weight * self._map_loss(peer, raw, target, selected.float())
             if self.lambda_sup > 0:
                 losses[f"{name}_sup"] = self.lambda_sup * self._supervised(peer, batch["labeled"])
@@ -284,7 +263,7 @@ class XPL(LocalizationMethod):
             raise ValueError("XPL's labeled batches need 'gt_map' (give the labeled dataset its annotations)")
         image, gt = labeled["image"], labeled["gt_map"].float()
         params = crop_flip_params(image.shape[0], self.strong_crop, self.strong_flip, image.device)
-        image = jitter_brightness_contrast(crop_flip(image, params), self.strong_jitter)
+        image = color_jitter(crop_flip(image, params), self.strong_jitter, saturation=False)
         gt = crop_flip(gt[:, None], params)[:, 0]
         raw = peer.upsample(peer(image, labeled["audio"]).float(), (gt.shape[-2], gt.shape[-1]))
         return self._map_loss(peer, raw, gt, (gt.flatten(1).amax(dim=1) > 0).float())
@@ -292,8 +271,7 @@ class XPL(LocalizationMethod):
     def _map_loss(self, peer: LocalizationMethod, raw: Tensor, target: Tensor, weight: Tensor) -> Tensor:
         """``map_loss`` between a peer's raw maps and targets of the same size, averaged over the weighted samples."""
         if self.map_loss == "mass":
-            lo, hi = peer.score_range
-            return heatmap_mass((raw - lo) / (hi - lo), target, self.map_temperature, weight)
+            return heatmap_mass(peer.unit_scores(raw), target, self.map_temperature, weight)
         return heatmap_bce(minmax_normalize(raw), target, weight=weight)
 
     def _update_banks(self, keys: Tensor, labels: dict[str, Tensor], score: Tensor) -> None:
@@ -325,28 +303,22 @@ class XPL(LocalizationMethod):
         return tuple(out)
 
 
-def _resize_like(x: Tensor, ref: Tensor) -> Tensor:
-    if x.shape[-2:] == ref.shape[-2:]:
-        return x
-    return F.interpolate(x[:, None], size=ref.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+def _check_peers(a: LocalizationMethod, b: LocalizationMethod) -> None:
+    """Both peers see the same batches and share one optimizer: they must agree on their inputs and its class."""
+    fa, fb = (replace(m.signal, score_range=(0.0, 1.0), upsample_mode="", align_corners=None) for m in (a, b))
+    if fa != fb:
+        raise ValueError(f"XPL's peers must take the same inputs; model_a: {a.signal}, model_b: {b.signal}")
+    if a.optimizer is not b.optimizer:
+        names = [getattr(m.optimizer, "__name__", m.optimizer) for m in (a, b)]
+        raise ValueError(
+            f"XPL trains both peers with one optimizer, but model_a uses {names[0]} and model_b {names[1]}"
+        )
 
 
-def _init_args(module: LocalizationMethod) -> dict[str, object]:
-    # Keys with a leading underscore are LightningCLI bookkeeping (`_instantiator`, `_class_path`), not arguments.
-    return {k: v for k, v in module.hparams.items() if not str(k).startswith("_")}
-
-
-def _fresh_copy(model: LocalizationMethod, seed: int | None) -> LocalizationMethod:
-    """A new instance of ``model``'s class with its hyperparameters, initialized from CPU generator seed ``seed``."""
+def _fresh_copy(name: str, args: dict[str, Any] | None, seed: int | None) -> LocalizationMethod:
+    """Method ``name`` built again with ``args``, initialized from torch's CPU generator seeded by ``seed``."""
     if seed is None:
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
-        try:
-            # An empty context: while LightningCLI instantiates the wrapper, a context variable hands the wrapper's
-            # configuration to every save_hyperparameters() call, which would give the copy the wrapper's hparams.
-            return contextvars.Context().run(type(model), **_init_args(model))
-        except TypeError as err:
-            raise ValueError(
-                f"cannot rebuild {type(model).__name__} from its hyperparameters ({err}); pass model_b explicitly"
-            ) from None
+        return build_method(name, args)

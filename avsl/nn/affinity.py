@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avsl.losses import minmax_normalize
 from avsl.nn.backbones import create_backbone
+from avsl.nn.maps import minmax_normalize
 
 __all__ = [
     "AffinityNet",

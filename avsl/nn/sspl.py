@@ -1,5 +1,5 @@
 """Building blocks of SSPL (Song et al., CVPR 2022; reference code zjsong/SSPL): the audio path with its nonlinear
-transform g, the attention module (AM), SimSiam's projector and predictor, and the on-device view augmentation.
+transform g, the attention module (AM), SimSiam's projector and predictor.
 
 All shapes follow methods.md §2.3; channel counts are derived from the chosen backbones (VGG16 conv5_3: 512, VGGish:
 128 in the reference).
@@ -11,17 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avsl.losses import minmax_normalize
 from avsl.nn.audio import create_frontend
 from avsl.nn.backbones import VGGish, create_backbone
 from avsl.nn.heads import cosine_map
+from avsl.nn.maps import minmax_normalize
 
 __all__ = [
     "SSPLAudioEncoder",
     "attention_map",
     "attention_pool",
-    "random_color_jitter",
-    "random_crop_flip",
     "simsiam_predictor",
     "simsiam_projector",
 ]
@@ -135,58 +133,3 @@ def simsiam_predictor(dim: int = 2048, hidden_dim: int = 512) -> nn.Sequential:
         nn.ReLU(inplace=True),
         nn.Linear(hidden_dim, dim),
     )
-
-
-def random_crop_flip(
-    images: Tensor, scale: float = 1.1, flip_p: float = 0.5, generator: torch.Generator | None = None
-) -> Tensor:
-    """An independent random crop + horizontal flip per sample of a (B, C, H, W) batch, on its device.
-
-    Each output equals "resize to ``scale`` times the size, crop a random window of the original size, flip with
-    probability ``flip_p``" (SSPL's view transform: resize 246 = int(224 * 1.1), random crop 224, random flip), computed
-    with one bilinear resampling (``affine_grid`` + ``grid_sample``, ``align_corners=False``). ``scale=1`` and
-    ``flip_p=0`` return the batch unchanged.
-    """
-    if scale < 1.0:
-        raise ValueError(f"scale must be >= 1, got {scale}")
-    if not 0.0 <= flip_p <= 1.0:
-        raise ValueError(f"flip_p must be in [0, 1], got {flip_p}")
-    b = images.shape[0]
-    shrink = 1.0 / scale
-    # The window's centre in normalized coordinates: anywhere that keeps the window inside the frame.
-    shift = (torch.rand(b, 2, device=images.device, generator=generator) * 2 - 1) * (1 - shrink)
-    flip = torch.rand(b, device=images.device, generator=generator) < flip_p
-    theta = torch.zeros(b, 2, 3, device=images.device, dtype=images.dtype)
-    theta[:, 0, 0] = torch.where(flip, -shrink, shrink).to(images.dtype)
-    theta[:, 1, 1] = shrink
-    theta[:, :, 2] = shift.to(images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def random_color_jitter(
-    images: Tensor, strength: float = 0.4, p: float = 0.8, generator: torch.Generator | None = None
-) -> Tensor:
-    """Random brightness, contrast and saturation per sample of a (B, 3, H, W) batch in [0, 1], on its device.
-
-    Each factor is drawn uniformly from ``[1 - strength, 1 + strength]`` (torchvision's ``ColorJitter`` convention) and
-    the jitter is applied to a sample with probability ``p``. This is the colour-jitter row of the SSPL supplement's
-    augmentation pool (Table S3: 0.4 / 0.4 / 0.4 / 0.1 hue, p = 0.8), without the hue term; SSPL's default views do
-    not use it.
-    """
-    if not 0.0 <= strength < 1.0:
-        raise ValueError(f"strength must be in [0, 1), got {strength}")
-    b = images.shape[0]
-
-    def factor() -> Tensor:
-        u = torch.rand(b, 1, 1, 1, device=images.device, generator=generator).to(images.dtype)
-        return 1.0 + strength * (2 * u - 1)
-
-    apply = torch.rand(b, 1, 1, 1, device=images.device, generator=generator) < p
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    out = (images * factor()).clamp(0.0, 1.0)  # brightness
-    mean = (out * weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
-    out = ((out - mean) * factor() + mean).clamp(0.0, 1.0)  # contrast
-    grey = (out * weights).sum(dim=1, keepdim=True)
-    out = ((out - grey) * factor() + grey).clamp(0.0, 1.0)  # saturation
-    return torch.where(apply, out, images)
