@@ -327,6 +327,7 @@ def build_method(name: str, args: Mapping[str, Any] | None = None) -> Localizati
         raise ValueError(f"bad arguments for {cls.__name__}: {err}") from None
     method = cls(**args)
     bound.apply_defaults()
+    method.hparams.clear()  # save_hyperparameters adds to what is there
     method.save_hyperparameters(dict(bound.arguments))
     return method
 
