@@ -203,7 +203,7 @@ def test_metric_names_the_non_finite_samples() -> None:
     maps[:, 1, 1] = float("inf")
     with pytest.raises(ValueError, match=r"4 of 4 samples .* \(sample ids 0, 1, 2, 3\)"):
         metric.update(maps, gts, [0, 1, 2, 3])
-    assert not metric.scores  # nothing was stored
+    assert not metric.values  # nothing was stored
 
 
 def test_dedupe_by_sample_id_and_order_is_irrelevant() -> None:

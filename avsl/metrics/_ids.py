@@ -10,12 +10,22 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-__all__ = ["SampleIds", "cat_state", "dedupe_by_id", "hash_sample_id", "sample_ids_to_tensor", "state_nonempty"]
+__all__ = [
+    "PerSampleMetric",
+    "SampleIds",
+    "cat_state",
+    "dedupe_by_id",
+    "hash_sample_id",
+    "sample_ids_to_tensor",
+    "state_nonempty",
+]
 
 SampleIds = Sequence[str] | Sequence[int] | Tensor
 
@@ -112,3 +122,41 @@ def cat_state(state: list[Tensor] | Tensor, dtype: torch.dtype, device: torch.de
     if not state:
         return torch.zeros(0, dtype=dtype, device=device)
     return dim_zero_cat(state).to(dtype)
+
+
+class PerSampleMetric(Metric):
+    """A metric that keeps one value per sample with the sample's id (``cat`` list states), so that
+    :meth:`per_sample` drops the repeats a ``DistributedSampler`` adds (CIoU, Pointing).
+
+    Subclasses compute a batch's values in ``update`` and hand them to :meth:`_store`; ``compute`` aggregates
+    :meth:`per_sample`.
+    """
+
+    full_state_update = False
+    values: list[Tensor] | Tensor  # a list while updating, a tensor after a sync
+    sample_ids: list[Tensor] | Tensor
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_state("values", default=[], dist_reduce_fx="cat")
+        self.add_state("sample_ids", default=[], dist_reduce_fx="cat")
+
+    def _store(self, values: Tensor, sample_ids: SampleIds | None) -> None:
+        values = values.to(self.device)
+        self.values.append(values)  # type: ignore[union-attr]
+        if sample_ids is not None:
+            ids = sample_ids_to_tensor(sample_ids, values.numel(), self.device)
+            self.sample_ids.append(ids)  # type: ignore[union-attr]
+
+    def per_sample(self) -> tuple[Tensor, Tensor | None]:
+        """The local per-sample values (float64) and their ids (int64, or None), de-duplicated by id.
+
+        Reads this process's states; inside ``with metric.sync_context():`` they hold every device's samples.
+        """
+        values = dim_zero_cat(self.values) if state_nonempty(self.values) else torch.zeros(0, device=self.device)
+        values = values.to(torch.float64)
+        if not state_nonempty(self.sample_ids):
+            return values, None
+        ids = dim_zero_cat(self.sample_ids).to(torch.int64)
+        uniq, kept = dedupe_by_id(ids, values)
+        return kept, uniq

@@ -6,16 +6,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from avsl.metrics import functional as F
-from avsl.metrics._ids import SampleIds, dedupe_by_id, sample_ids_to_tensor, state_nonempty
+from avsl.metrics._ids import PerSampleMetric, SampleIds
 
 __all__ = ["CIoU"]
 
 
-class CIoU(Metric):
+class CIoU(PerSampleMetric):
     """cIoU success rate, AUC and mean cIoU of sound localization heatmaps under a named reference protocol.
 
     ``update(heatmaps, gt_maps, sample_ids=None)`` binarizes (B, H, W) heatmaps with the protocol's rule
@@ -43,17 +41,11 @@ class CIoU(Metric):
 
     is_differentiable = False
     higher_is_better = True
-    full_state_update = False
-
-    cious: list[Tensor] | Tensor
-    sample_ids: list[Tensor] | Tensor
 
     def __init__(self, protocol: str = "ezvsl", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         F._check_protocol(protocol)
         self.protocol = protocol
-        self.add_state("cious", default=[], dist_reduce_fx="cat")
-        self.add_state("sample_ids", default=[], dist_reduce_fx="cat")
 
     def update(self, heatmaps: Tensor, gt_maps: Tensor, sample_ids: SampleIds | None = None) -> None:
         """Score a batch.
@@ -63,24 +55,7 @@ class CIoU(Metric):
             gt_maps: (B, H, W) GT weight maps in [0, 1], e.g. from :func:`~avsl.metrics.functional.gt_map_from_boxes`.
             sample_ids: optional ids of the B samples (list of str or int, or an int tensor).
         """
-        values = F.ciou(heatmaps, gt_maps, self.protocol).to(self.device)
-        ids = None if sample_ids is None else sample_ids_to_tensor(sample_ids, values.numel(), self.device)
-        self.cious.append(values)  # type: ignore[union-attr]
-        if ids is not None:
-            self.sample_ids.append(ids)  # type: ignore[union-attr]
-
-    def per_sample(self) -> tuple[Tensor, Tensor | None]:
-        """The local per-sample cIoU values (float64) and their ids (int64, or None), de-duplicated by id.
-
-        Reads this process's states; inside ``with metric.sync_context():`` they hold every device's samples.
-        """
-        values = dim_zero_cat(self.cious) if state_nonempty(self.cious) else torch.zeros(0, device=self.device)
-        values = values.to(torch.float64)
-        if not state_nonempty(self.sample_ids):
-            return values, None
-        ids = dim_zero_cat(self.sample_ids).to(torch.int64)
-        uniq, kept = dedupe_by_id(ids, values)
-        return kept, uniq
+        self._store(F.ciou(heatmaps, gt_maps, self.protocol), sample_ids)
 
     def compute(self) -> dict[str, Tensor]:
         """Aggregate: ``ciou``, ``auc``, ``mean_ciou`` (float64) and ``num_samples``, ``num_nan`` (int64)."""

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from avsl.metrics import functional as F
-from avsl.metrics._ids import SampleIds, dedupe_by_id, sample_ids_to_tensor, state_nonempty
+from avsl.metrics._ids import PerSampleMetric, SampleIds
 
 __all__ = ["Pointing"]
 
 
-class Pointing(Metric):
+class Pointing(PerSampleMetric):
     """Pointing rate of sound localization heatmaps: the mean, over samples, of "the peak lies inside the GT".
 
     ``update(heatmaps, gt_maps, sample_ids=None)`` stores the per-sample scores of
@@ -40,15 +36,6 @@ class Pointing(Metric):
 
     is_differentiable = False
     higher_is_better = True
-    full_state_update = False
-
-    scores: list[Tensor] | Tensor
-    sample_ids: list[Tensor] | Tensor
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.add_state("scores", default=[], dist_reduce_fx="cat")
-        self.add_state("sample_ids", default=[], dist_reduce_fx="cat")
 
     def update(self, heatmaps: Tensor, gt_maps: Tensor, sample_ids: SampleIds | None = None) -> None:
         """Score a batch.
@@ -58,25 +45,7 @@ class Pointing(Metric):
             gt_maps: (B, H, W) GT weight maps in [0, 1]; an all-zero map marks a negative.
             sample_ids: optional ids of the B samples (list of str or int, or an int tensor).
         """
-        h = F._check_maps(heatmaps)
-        ids = None if sample_ids is None else sample_ids_to_tensor(sample_ids, h.shape[0], self.device)
-        values = F._pointing(h, gt_maps, sample_ids).to(self.device)
-        self.scores.append(values)  # type: ignore[union-attr]
-        if ids is not None:
-            self.sample_ids.append(ids)  # type: ignore[union-attr]
-
-    def per_sample(self) -> tuple[Tensor, Tensor | None]:
-        """The local per-sample scores (float64, NaN for an empty GT) and their ids (int64, or None), de-duplicated.
-
-        Reads this process's states; inside ``with metric.sync_context():`` they hold every device's samples.
-        """
-        values = dim_zero_cat(self.scores) if state_nonempty(self.scores) else torch.zeros(0, device=self.device)
-        values = values.to(torch.float64)
-        if not state_nonempty(self.sample_ids):
-            return values, None
-        ids = dim_zero_cat(self.sample_ids).to(torch.int64)
-        uniq, kept = dedupe_by_id(ids, values)
-        return kept, uniq
+        self._store(F._pointing(F._check_maps(heatmaps), gt_maps, sample_ids), sample_ids)
 
     def compute(self) -> dict[str, Tensor]:
         """Aggregate: ``pointing`` (float64), ``num_samples`` and ``num_empty`` (int64)."""

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from avsl.data.datasets.base import Augment, Boxes, Entry, OnError, resolve_under
-from avsl.data.datasets.folder import PairedFolderDataset, SplitArg
+from avsl.data.datasets.folder import Annotations, PairedFolderDataset, SplitArg
 from avsl.data.io import DataError
 
 __all__ = ["ChaoticWorldDataset", "chaotic_gt_map"]
@@ -147,23 +147,12 @@ class ChaoticWorldDataset(PairedFolderDataset):
         if frames_dir is None or audio_dir is None:
             raise ValueError("frames_dir and audio_dir are required unless split is 'train' or 'test'")
         self.frame_size = frame_size
-        boxes: dict[str, Boxes] | None = None
-        bad: dict[str, str] | None = None
-        if annotations is not None:
-            boxes, bad = _parse_chaotic_json(resolve_under(annotations, root_path))
         super().__init__(
             root,
             split=split_arg,
+            annotations=annotations,
             image_dir=frames_dir,
             audio_dir=audio_dir,
-            boxes=boxes,
-            box_counts=None,
-            bad_boxes=bad,
-            annotation_dir=None,
-            masks_dir=None,
-            negatives=None,
-            exclude=None,
-            drop_test_overlap=False,
             image_size=image_size,
             sample_rate=sample_rate,
             duration=duration,
@@ -174,6 +163,12 @@ class ChaoticWorldDataset(PairedFolderDataset):
             allow_silence=allow_silence,
             verify=verify,
         )
+
+    def read_annotations(self, annotations: str | os.PathLike[str] | None) -> Annotations:
+        if annotations is None:
+            return Annotations()
+        boxes, bad = _parse_chaotic_json(resolve_under(annotations, self.root))
+        return Annotations(boxes, bad=bad)
 
     def _gt_map(self, entry: Entry) -> Tensor | None:
         if entry.boxes is None:

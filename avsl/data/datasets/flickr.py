@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from torch import Tensor
 
 from avsl.data import splits
-from avsl.data.datasets.base import Augment, Boxes, Entry, OnError, resolve_under
-from avsl.data.datasets.folder import NegativesArg, PairedFolderDataset, SplitArg, parse_box_json
+from avsl.data.datasets.base import Boxes, Entry, resolve_under
+from avsl.data.datasets.folder import Annotations, PairedFolderDataset
 from avsl.data.io import DataError
 from avsl.types import AVSample
 
@@ -106,62 +105,12 @@ class FlickrSoundNetDataset(PairedFolderDataset):
     gt_style = "flickr"
     benchmark = "flickr"
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        split: SplitArg = None,
-        annotations: str | os.PathLike[str] | None = None,
-        masks_dir: str | os.PathLike[str] | None = None,
-        negatives: NegativesArg = None,
-        exclude: Sequence[str] | str | os.PathLike[str] | None = None,
-        drop_test_overlap: bool = False,
-        image_dir: str | os.PathLike[str] = "frames",
-        audio_dir: str | os.PathLike[str] = "audio",
-        image_size: int = 224,
-        sample_rate: int = 16000,
-        duration: float = 3.0,
-        audio_position: float = 0.5,
-        augment: Augment | None = None,
-        on_error: OnError = "raise",
-        allow_resample: bool = True,
-        allow_silence: bool = False,
-        verify: bool = False,
-    ) -> None:
-        boxes: dict[str, Boxes] | None = None
-        counts: dict[str, int] | None = None
-        bad: dict[str, str] | None = None
-        annotation_dir: Path | None = None
-        if annotations == "flickr":
-            boxes = {k: tuple(tuple(b) for b in v) for k, v in splits.load_annotations("flickr").items()}
-        elif annotations is not None:
-            path = resolve_under(annotations, Path(root))
-            if path.is_dir():
-                annotation_dir = path
-            else:
-                boxes, counts, bad = parse_box_json(path)
-        super().__init__(
-            root,
-            split=split,
-            image_dir=image_dir,
-            audio_dir=audio_dir,
-            boxes=boxes,
-            box_counts=counts,
-            bad_boxes=bad,
-            annotation_dir=annotation_dir,
-            masks_dir=masks_dir,
-            negatives=negatives,
-            exclude=exclude,
-            drop_test_overlap=drop_test_overlap,
-            image_size=image_size,
-            sample_rate=sample_rate,
-            duration=duration,
-            audio_position=audio_position,
-            augment=augment,
-            on_error=on_error,
-            allow_resample=allow_resample,
-            allow_silence=allow_silence,
-            verify=verify,
-        )
+    def read_annotations(self, annotations: str | os.PathLike[str] | None) -> Annotations:
+        if annotations == "flickr":  # the shipped box file derived from the XMLs
+            return Annotations({k: tuple(tuple(b) for b in v) for k, v in splits.load_annotations("flickr").items()})
+        if annotations is not None and resolve_under(annotations, self.root).is_dir():
+            return Annotations(directory=resolve_under(annotations, self.root))  # <id>.xml, parsed at load time
+        return super().read_annotations(annotations)
 
     def _load_entry(self, entry: Entry) -> AVSample:
         if entry.annotation_file is not None:

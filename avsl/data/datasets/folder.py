@@ -11,6 +11,7 @@ import json
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from avsl.data.io import AUDIO_SUFFIXES, IMAGE_SUFFIXES, DataError
 from avsl.metrics.functional import gt_map_from_boxes
 from avsl.types import AVSample
 
-__all__ = ["FolderDataset", "PairedFolderDataset", "SplitArg", "parse_box_json", "resolve_split"]
+__all__ = ["Annotations", "FolderDataset", "PairedFolderDataset", "SplitArg", "parse_box_json", "resolve_split"]
 
 SplitArg = Sequence[str] | str | os.PathLike[str] | None
 """A split: a named list (``"vggss_test"``), a name under ``<root>/splits/`` (``"train"``), a path to a csv/txt of
@@ -168,11 +169,41 @@ def _parse_boxes(raw: Any) -> Boxes | str:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Annotations:
+    """What a reader's ``annotations`` argument gives: boxes per id (with optional source counts and the ids whose
+    boxes are malformed), or a folder of per-id XML files parsed at load time (Flickr)."""
+
+    boxes: dict[str, Boxes] | None = None
+    counts: dict[str, int] | None = None
+    bad: dict[str, str] | None = None
+    directory: Path | None = None
+
+    @property
+    def given(self) -> bool:
+        return self.boxes is not None or self.directory is not None
+
+
+@dataclass(frozen=True)
+class _Media:
+    """The files found in a dataset's folders, by id."""
+
+    image_root: Path
+    audio_root: Path
+    mask_root: Path | None
+    frames: dict[str, Path]
+    audio: dict[str, Path]
+    masks: dict[str, Path] | None
+    xmls: dict[str, Path] | None
+
+
 class PairedFolderDataset(AVDataset):
     """A folder of frames and a folder of audio paired by stem, with optional boxes, masks and negatives.
 
-    Not used directly: see :class:`FolderDataset`, :class:`~avsl.data.datasets.VGGSSDataset` and
-    :class:`~avsl.data.datasets.FlickrSoundNetDataset`, which document the arguments.
+    The readers :class:`FolderDataset`, :class:`~avsl.data.datasets.VGGSSDataset` and
+    :class:`~avsl.data.datasets.FlickrSoundNetDataset` share its arguments (they document them) and differ in what
+    ``annotations`` names (:meth:`read_annotations`), how boxes become ``gt_map`` (``gt_style``) and whose test lists
+    a training split is checked against (``benchmark``).
     """
 
     gt_style: Literal["vggss", "flickr"] = "vggss"
@@ -182,27 +213,23 @@ class PairedFolderDataset(AVDataset):
     def __init__(
         self,
         root: str | os.PathLike[str],
-        *,
-        split: SplitArg,
-        image_dir: str | os.PathLike[str],
-        audio_dir: str | os.PathLike[str],
-        boxes: dict[str, Boxes] | None,
-        box_counts: dict[str, int] | None,
-        bad_boxes: dict[str, str] | None,
-        annotation_dir: Path | None,
-        masks_dir: str | os.PathLike[str] | None,
-        negatives: NegativesArg,
-        exclude: ExcludeArg,
-        drop_test_overlap: bool,
-        image_size: int,
-        sample_rate: int,
-        duration: float,
-        audio_position: float,
-        augment: Augment | None,
-        on_error: OnError,
-        allow_resample: bool,
-        allow_silence: bool,
-        verify: bool,
+        split: SplitArg = None,
+        annotations: str | os.PathLike[str] | None = None,
+        masks_dir: str | os.PathLike[str] | None = None,
+        negatives: NegativesArg = None,
+        exclude: Sequence[str] | str | os.PathLike[str] | None = None,
+        drop_test_overlap: bool = False,
+        image_dir: str | os.PathLike[str] = "frames",
+        audio_dir: str | os.PathLike[str] = "audio",
+        image_size: int = 224,
+        sample_rate: int = 16000,
+        duration: float = 3.0,
+        audio_position: float = 0.5,
+        augment: Augment | None = None,
+        on_error: OnError = "raise",
+        allow_resample: bool = True,
+        allow_silence: bool = False,
+        verify: bool = False,
     ) -> None:
         super().__init__(
             image_size=image_size,
@@ -217,96 +244,128 @@ class PairedFolderDataset(AVDataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, "dataset root directory not found", kind="missing file")
-        annotated = boxes is not None or annotation_dir is not None
-        ids, label = resolve_split(split, self.root)
+        if drop_test_overlap and self.benchmark is None:
+            raise ValueError(f"{type(self).__name__} has no benchmark test lists: drop ids with `exclude` instead")
+        labels = self.read_annotations(annotations)
+        media = self._list_media(image_dir, audio_dir, masks_dir, labels.directory)
+        ids, label = self._select_ids(split, exclude, drop_test_overlap, media)
         self._source = f"root={str(self.root)!r}, {label}"
+        pairs = _resolve_negatives(negatives, self.root)
+        if pairs and not labels.given:
+            raise ValueError("negatives need annotations, so that every sample of the set carries a gt_map")
+        negative_pairs = dict(zip(self._dedupe([negative_id(v, a) for v, a in pairs], "the negative pairs"), pairs))
+        problems = self._index_problems(ids, negative_pairs, media, labels)
+        drop = self._drop_or_raise(
+            problems, self.root, f"of {len(ids) + len(negative_pairs)} samples of {label} cannot be used"
+        )
+        self.entries += self._entries([i for i in ids if i not in drop], media, labels)
+        for sid, (video, sound) in negative_pairs.items():
+            if sid not in drop:
+                entry = Entry(sid, media.frames[video], media.audio[sound], boxes=(), negative=True, num_sources=0)
+                self.entries.append(entry)
+        if verify:
+            self._verify()
 
-        image_root = resolve_under(image_dir, self.root)
-        audio_root = resolve_under(audio_dir, self.root)
+    def read_annotations(self, annotations: str | os.PathLike[str] | None) -> Annotations:
+        """The boxes that ``annotations`` names: here a JSON in the VGG-SS schema (normalized xyxy boxes; relative
+        paths are looked up under ``root`` first), or None for an unlabeled set. Readers override it."""
+        if annotations is None:
+            return Annotations()
+        boxes, counts, bad = parse_box_json(resolve_under(annotations, self.root))
+        return Annotations(boxes, counts, bad)
+
+    def _list_media(
+        self,
+        image_dir: str | os.PathLike[str],
+        audio_dir: str | os.PathLike[str],
+        masks_dir: str | os.PathLike[str] | None,
+        xml_dir: Path | None,
+    ) -> _Media:
+        image_root, audio_root = resolve_under(image_dir, self.root), resolve_under(audio_dir, self.root)
         mask_root = None if masks_dir is None else resolve_under(masks_dir, self.root)
-        frames = list_media(image_root, IMAGE_SUFFIXES, "frames")
-        audio = list_media(audio_root, AUDIO_SUFFIXES, "audio")
         masks = None if mask_root is None else list_media(mask_root, (".png",), "masks")
         self._has_masks = masks is not None
-        xmls = None if annotation_dir is None else list_media(annotation_dir, (".xml",), "annotation")
-        if ids is None:
-            ids = sorted(frames.keys() | audio.keys())
-
-        ids = self._dedupe(ids, label)
-        excluded = _resolve_exclude(exclude, self.root)
-        if drop_test_overlap and self.benchmark is not None:
-            excluded |= self._test_overlap(ids)
-        if excluded:
-            for i in ids:
-                if i in excluded:
-                    self.skipped.add(i, "excluded", f"{i}: excluded from {label}")
-            ids = [i for i in ids if i not in excluded]
-        if self.benchmark is not None and not drop_test_overlap:
-            splits.warn_test_overlap(ids, self.benchmark, f"{type(self).__name__} {label}")
-
-        pairs = _resolve_negatives(negatives, self.root)
-        if pairs and not annotated:
-            raise ValueError("negatives need annotations, so that every sample of the set carries a gt_map")
-        neg_ids = self._dedupe([negative_id(v, a) for v, a in pairs], "the negative pairs")
-        pair_of = {negative_id(v, a): (v, a) for v, a in pairs}
-
-        # Index problems, found from directory listings and the annotation index only (nothing is decoded).
-        problems: list[tuple[str, str, str]] = []
-        for i in ids:
-            missing = []
-            if i not in frames:
-                missing.append(f"frame {image_root}{os.sep}{i}.jpg")
-            if i not in audio:
-                missing.append(f"audio {audio_root}{os.sep}{i}.wav")
-            if masks is not None and mask_root is not None and i not in masks:
-                missing.append(f"mask {mask_root}{os.sep}{i}.png")
-            if missing:
-                problems.append((i, "missing file", f"{i}: no {' and no '.join(missing)}"))
-            elif bad_boxes is not None and i in bad_boxes:
-                problems.append((i, "bad annotation", bad_boxes[i]))
-            elif boxes is not None and i not in boxes:
-                problems.append((i, "no annotation", f"{i}: no entry in the annotations"))
-            elif xmls is not None and annotation_dir is not None and i not in xmls:
-                problems.append((i, "no annotation", f"{i}: no {annotation_dir}{os.sep}{i}.xml"))
-        for sid in neg_ids:
-            video, sound = pair_of[sid]
-            missing = [f"frame {image_root}{os.sep}{video}.jpg"] if video not in frames else []
-            missing += [f"audio {audio_root}{os.sep}{sound}.wav"] if sound not in audio else []
-            if missing:
-                problems.append((sid, "missing file", f"{sid}: no {' and no '.join(missing)}"))
-        drop = self._drop_or_raise(
-            problems, self.root, f"of {len(ids) + len(neg_ids)} samples of {label} cannot be used"
+        return _Media(
+            image_root=image_root,
+            audio_root=audio_root,
+            mask_root=mask_root,
+            frames=list_media(image_root, IMAGE_SUFFIXES, "frames"),
+            audio=list_media(audio_root, AUDIO_SUFFIXES, "audio"),
+            masks=masks,
+            xmls=None if xml_dir is None else list_media(xml_dir, (".xml",), "annotation"),
         )
 
+    def _select_ids(
+        self, split: SplitArg, exclude: ExcludeArg, drop_test_overlap: bool, media: _Media
+    ) -> tuple[list[str], str]:
+        """The ids of ``split`` (every stem with a frame or an audio file if None), without duplicates and without
+        the excluded ones (counted as skips), and a label of the split for messages."""
+        ids, label = resolve_split(split, self.root)
+        ids = self._dedupe(sorted(media.frames.keys() | media.audio.keys()) if ids is None else ids, label)
+        excluded = _resolve_exclude(exclude, self.root)
+        if drop_test_overlap:
+            excluded |= self._test_overlap(ids)
         for i in ids:
-            if i in drop:
-                continue
-            entry_boxes = None if boxes is None else boxes[i]
+            if i in excluded:
+                self.skipped.add(i, "excluded", f"{i}: excluded from {label}")
+        ids = [i for i in ids if i not in excluded]
+        if self.benchmark is not None and not drop_test_overlap:
+            splits.warn_test_overlap(ids, self.benchmark, f"{type(self).__name__} {label}")
+        return ids, label
+
+    @staticmethod
+    def _index_problems(
+        ids: list[str], negative_pairs: dict[str, tuple[str, str]], media: _Media, labels: Annotations
+    ) -> list[tuple[str, str, str]]:
+        """``(id, kind, message)`` of every sample that cannot be used, found from the directory listings and the
+        annotation index only (nothing is decoded)."""
+
+        def missing(frame: str, sound: str, mask: str | None) -> list[str]:
+            out = [] if frame in media.frames else [f"frame {media.image_root}{os.sep}{frame}.jpg"]
+            out += [] if sound in media.audio else [f"audio {media.audio_root}{os.sep}{sound}.wav"]
+            if mask is not None and media.masks is not None and mask not in media.masks:
+                out.append(f"mask {media.mask_root}{os.sep}{mask}.png")
+            return out
+
+        problems: list[tuple[str, str, str]] = []
+        for i in ids:
+            absent = missing(i, i, i)
+            if absent:
+                problems.append((i, "missing file", f"{i}: no {' and no '.join(absent)}"))
+            elif labels.bad is not None and i in labels.bad:
+                problems.append((i, "bad annotation", labels.bad[i]))
+            elif labels.boxes is not None and i not in labels.boxes:
+                problems.append((i, "no annotation", f"{i}: no entry in the annotations"))
+            elif media.xmls is not None and i not in media.xmls:
+                problems.append((i, "no annotation", f"{i}: no {labels.directory}{os.sep}{i}.xml"))
+        for sid, (video, sound) in negative_pairs.items():
+            absent = missing(video, sound, None)
+            if absent:
+                problems.append((sid, "missing file", f"{sid}: no {' and no '.join(absent)}"))
+        return problems
+
+    @staticmethod
+    def _entries(ids: list[str], media: _Media, labels: Annotations) -> list[Entry]:
+        entries = []
+        for i in ids:
+            boxes = None if labels.boxes is None else labels.boxes[i]
             count: int | None = None
-            if box_counts is not None and i in box_counts:
-                count = box_counts[i]
-            elif entry_boxes is not None:
-                count = 1 if entry_boxes else 0
-            self.entries.append(
+            if labels.counts is not None and i in labels.counts:
+                count = labels.counts[i]
+            elif boxes is not None:
+                count = 1 if boxes else 0
+            entries.append(
                 Entry(
                     sample_id=i,
-                    image=frames[i],
-                    audio=audio[i],
-                    boxes=entry_boxes,
-                    annotation_file=None if xmls is None else xmls[i],
-                    mask=None if masks is None else masks[i],
+                    image=media.frames[i],
+                    audio=media.audio[i],
+                    boxes=boxes,
+                    annotation_file=None if media.xmls is None else media.xmls[i],
+                    mask=None if media.masks is None else media.masks[i],
                     num_sources=count,
                 )
             )
-        for sid in neg_ids:
-            if sid in drop:
-                continue
-            video, sound = pair_of[sid]
-            self.entries.append(
-                Entry(sample_id=sid, image=frames[video], audio=audio[sound], boxes=(), negative=True, num_sources=0)
-            )
-        if verify:
-            self._verify()
+        return entries
 
     def _dedupe(self, ids: list[str], label: str) -> list[str]:
         dups = find_duplicates(ids)
@@ -381,13 +440,16 @@ class FolderDataset(PairedFolderDataset):
 
     Args:
         root: the dataset folder.
-        image_dir: frames folder, relative to ``root`` (or absolute).
-        audio_dir: audio folder, relative to ``root`` (or absolute).
         split: which ids (see :data:`SplitArg`); None = every stem with both a frame and an audio file.
         annotations: a box JSON in the VGG-SS schema (normalized xyxy), giving ``gt_map`` (union) and
             ``num_sources`` (1 if the entry has boxes, else 0, or the entry's ``"num_sources"``).
         masks_dir: folder of ``<id>.png`` binary masks, giving ``mask``.
+        negatives: non-sounding pairs appended to the set (a ``video,audio`` csv or a list of pairs; see
+            :class:`~avsl.data.datasets.VGGSSDataset`). Needs ``annotations``.
         exclude: ids to leave out (a list, a csv/txt path or a named list).
+        drop_test_overlap: not available (your data has no benchmark test lists): use ``exclude``.
+        image_dir: frames folder, relative to ``root`` (or absolute).
+        audio_dir: audio folder, relative to ``root`` (or absolute).
         image_size: frames are resized to ``(image_size, image_size)`` (aspect ratio not kept, so boxes stay
             aligned).
         sample_rate: audio is resampled to this rate.
@@ -400,49 +462,3 @@ class FolderDataset(PairedFolderDataset):
         allow_silence: if True, digitally silent audio is accepted.
         verify: decode every sample at construction.
     """
-
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        image_dir: str | os.PathLike[str] = "frames",
-        audio_dir: str | os.PathLike[str] = "audio",
-        split: SplitArg = None,
-        annotations: str | os.PathLike[str] | None = None,
-        masks_dir: str | os.PathLike[str] | None = None,
-        exclude: Sequence[str] | str | os.PathLike[str] | None = None,
-        image_size: int = 224,
-        sample_rate: int = 16000,
-        duration: float = 3.0,
-        audio_position: float = 0.5,
-        augment: Augment | None = None,
-        on_error: OnError = "raise",
-        allow_resample: bool = True,
-        allow_silence: bool = False,
-        verify: bool = False,
-    ) -> None:
-        boxes = counts = bad = None
-        if annotations is not None:
-            boxes, counts, bad = parse_box_json(resolve_under(annotations, Path(root)))
-        super().__init__(
-            root,
-            split=split,
-            image_dir=image_dir,
-            audio_dir=audio_dir,
-            boxes=boxes,
-            box_counts=counts,
-            bad_boxes=bad,
-            annotation_dir=None,
-            masks_dir=masks_dir,
-            negatives=None,
-            exclude=exclude,
-            drop_test_overlap=False,
-            image_size=image_size,
-            sample_rate=sample_rate,
-            duration=duration,
-            audio_position=audio_position,
-            augment=augment,
-            on_error=on_error,
-            allow_resample=allow_resample,
-            allow_silence=allow_silence,
-            verify=verify,
-        )

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from pathlib import Path
 
 from avsl.data import splits
-from avsl.data.datasets.base import Augment, Boxes, OnError, resolve_under
-from avsl.data.datasets.folder import NegativesArg, PairedFolderDataset, SplitArg, parse_box_json
+from avsl.data.datasets.folder import Annotations, PairedFolderDataset
 
 __all__ = ["VGGSSDataset"]
 
@@ -69,54 +66,7 @@ class VGGSSDataset(PairedFolderDataset):
     gt_style = "vggss"
     benchmark = "vggss"
 
-    def __init__(
-        self,
-        root: str | os.PathLike[str],
-        split: SplitArg = None,
-        annotations: str | os.PathLike[str] | None = None,
-        masks_dir: str | os.PathLike[str] | None = None,
-        negatives: NegativesArg = None,
-        exclude: Sequence[str] | str | os.PathLike[str] | None = None,
-        drop_test_overlap: bool = False,
-        image_dir: str | os.PathLike[str] = "frames",
-        audio_dir: str | os.PathLike[str] = "audio",
-        image_size: int = 224,
-        sample_rate: int = 16000,
-        duration: float = 3.0,
-        audio_position: float = 0.5,
-        augment: Augment | None = None,
-        on_error: OnError = "raise",
-        allow_resample: bool = True,
-        allow_silence: bool = False,
-        verify: bool = False,
-    ) -> None:
-        boxes: dict[str, Boxes] | None = None
-        counts: dict[str, int] | None = None
-        bad: dict[str, str] | None = None
-        if annotations == "vggss":
-            boxes = {k: tuple(tuple(b) for b in v) for k, v in splits.load_annotations("vggss").items()}
-        elif annotations is not None:
-            boxes, counts, bad = parse_box_json(resolve_under(annotations, Path(root)))
-        super().__init__(
-            root,
-            split=split,
-            image_dir=image_dir,
-            audio_dir=audio_dir,
-            boxes=boxes,
-            box_counts=counts,
-            bad_boxes=bad,
-            annotation_dir=None,
-            masks_dir=masks_dir,
-            negatives=negatives,
-            exclude=exclude,
-            drop_test_overlap=drop_test_overlap,
-            image_size=image_size,
-            sample_rate=sample_rate,
-            duration=duration,
-            audio_position=audio_position,
-            augment=augment,
-            on_error=on_error,
-            allow_resample=allow_resample,
-            allow_silence=allow_silence,
-            verify=verify,
-        )
+    def read_annotations(self, annotations: str | os.PathLike[str] | None) -> Annotations:
+        if annotations == "vggss":  # the shipped vggss.json
+            return Annotations({k: tuple(tuple(b) for b in v) for k, v in splits.load_annotations("vggss").items()})
+        return super().read_annotations(annotations)
