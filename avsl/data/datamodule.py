@@ -106,7 +106,7 @@ class AVDataModule(pl.LightningDataModule):
 
     @property
     def sample_rate(self) -> int:
-        """The audio sample rate shared by all datasets (linked to the model's ``sample_rate`` by the CLI)."""
+        """The audio sample rate shared by all datasets (a method checks it against its signal when training starts)."""
         return int(self._common("sample_rate"))
 
     def setup(self, stage: str) -> None:
