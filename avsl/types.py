@@ -1,4 +1,5 @@
-"""The data contract: what a dataset yields and what a method receives.
+"""The data contract: what a dataset yields, what a method receives, and what a method declares it takes
+(:class:`Signal`).
 
 A *sample* is a plain dict (see :class:`AVSample`). Datasets decode, resample, crop and resize on CPU workers; methods
 do everything architecture-specific (spectrograms, mean/std normalization) on the device inside ``forward``. So
@@ -7,7 +8,10 @@ do everything architecture-specific (spectrograms, mean/std normalization) on th
 
 from __future__ import annotations
 
-from typing import TypedDict
+import inspect
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, TypedDict
 
 from torch import Tensor
 from typing_extensions import NotRequired
@@ -54,3 +58,57 @@ class TrainBatch(TypedDict):
 
     unlabeled: AVBatch
     labeled: NotRequired[AVBatch]
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What a method takes and gives besides its weights: the facts that inference needs.
+
+    A method declares its signal from its constructor arguments (wrappers pass on their inner method's); it is saved
+    in every checkpoint, and ``avsl localize``, :func:`avsl.methods.load_method` and the checks between a method and
+    its data read it from there, so a checkpoint says how to prepare new inputs.
+
+    Attributes:
+        sample_rate: audio sample rate in Hz.
+        frame_size: (height, width) of the frames the method is trained on.
+        duration: length of the audio window in seconds.
+        score_range: the range of the raw map scores (fixed-threshold protocols such as ``slavc`` map it to [0, 1]).
+        upsample_mode: how raw maps are resized to the frame (``torch.nn.functional.interpolate`` mode).
+        align_corners: ``align_corners`` of that interpolation (ignored by modes that do not take it).
+    """
+
+    sample_rate: int
+    frame_size: tuple[int, int]
+    duration: float
+    score_range: tuple[float, float] = (-1.0, 1.0)
+    upsample_mode: str = "bilinear"
+    align_corners: bool | None = False
+
+    def __post_init__(self) -> None:
+        size = tuple(self.frame_size)
+        if len(size) != 2 or min(int(s) for s in size) < 1:
+            raise ValueError(f"frame_size must be (height, width) of positive ints, got {self.frame_size!r}")
+        lo, hi = (float(v) for v in self.score_range)
+        if self.sample_rate < 1 or self.duration <= 0 or not lo < hi:
+            raise ValueError(
+                f"need sample_rate >= 1, duration > 0 and score_range low < high, got {self.sample_rate}, "
+                f"{self.duration}, {self.score_range}"
+            )
+        # Normalized types: YAML gives lists, checkpoints give back what to_dict wrote.
+        object.__setattr__(self, "frame_size", (int(size[0]), int(size[1])))
+        object.__setattr__(self, "score_range", (lo, hi))
+        object.__setattr__(self, "sample_rate", int(self.sample_rate))
+        object.__setattr__(self, "duration", float(self.duration))
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in the audio window."""
+        return round(self.duration * self.sample_rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (what checkpoints store)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> Signal:
+        return cls(**{k: values[k] for k in inspect.signature(cls).parameters if k in values})

@@ -1,4 +1,4 @@
-"""The thin base class every avsl method subclasses, and what a method declares about its inputs (:class:`Signal`)."""
+"""The thin base class every avsl method subclasses, and how wrappers build the methods they wrap."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import importlib
 import inspect
 import pickle
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,67 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avsl.metrics import PROTOCOLS, AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
+from avsl.metrics import PROTOCOLS, EvaluationMetrics
 from avsl.nn.maps import minmax_normalize
-from avsl.types import AVBatch, TrainBatch
+from avsl.types import AVBatch, Signal, TrainBatch
 
 __all__ = ["LocalizationMethod", "Signal", "build_method", "method_class", "read_checkpoint"]
 
 _INTERPOLATING = ("linear", "bilinear", "bicubic", "trilinear")
-
-
-@dataclass(frozen=True)
-class Signal:
-    """What a method takes and gives besides its weights: the facts that inference needs.
-
-    A method declares its signal from its constructor arguments (wrappers pass on their inner method's); it is saved
-    in every checkpoint, and ``avsl localize``, :func:`avsl.methods.load_method` and the checks between a method and
-    its data read it from there, so a checkpoint says how to prepare new inputs.
-
-    Attributes:
-        sample_rate: audio sample rate in Hz.
-        frame_size: (height, width) of the frames the method is trained on.
-        duration: length of the audio window in seconds.
-        score_range: the range of the raw map scores (fixed-threshold protocols such as ``slavc`` map it to [0, 1]).
-        upsample_mode: how raw maps are resized to the frame (``torch.nn.functional.interpolate`` mode).
-        align_corners: ``align_corners`` of that interpolation (ignored by modes that do not take it).
-    """
-
-    sample_rate: int
-    frame_size: tuple[int, int]
-    duration: float
-    score_range: tuple[float, float] = (-1.0, 1.0)
-    upsample_mode: str = "bilinear"
-    align_corners: bool | None = False
-
-    def __post_init__(self) -> None:
-        size = tuple(self.frame_size)
-        if len(size) != 2 or min(int(s) for s in size) < 1:
-            raise ValueError(f"frame_size must be (height, width) of positive ints, got {self.frame_size!r}")
-        lo, hi = (float(v) for v in self.score_range)
-        if self.sample_rate < 1 or self.duration <= 0 or not lo < hi:
-            raise ValueError(
-                f"need sample_rate >= 1, duration > 0 and score_range low < high, got {self.sample_rate}, "
-                f"{self.duration}, {self.score_range}"
-            )
-        # Normalized types: YAML gives lists, checkpoints give back what to_dict wrote.
-        object.__setattr__(self, "frame_size", (int(size[0]), int(size[1])))
-        object.__setattr__(self, "score_range", (lo, hi))
-        object.__setattr__(self, "sample_rate", int(self.sample_rate))
-        object.__setattr__(self, "duration", float(self.duration))
-
-    @property
-    def num_samples(self) -> int:
-        """Samples in the audio window."""
-        return round(self.duration * self.sample_rate)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (what checkpoints store)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> Signal:
-        return cls(**{k: values[k] for k in inspect.signature(cls).parameters if k in values})
 
 
 class LocalizationMethod(pl.LightningModule):
@@ -193,10 +138,10 @@ class LocalizationMethod(pl.LightningModule):
             )
         self._checked_batch = True
 
-    def _metrics(self, stage: str) -> _StageMetrics:
+    def _metrics(self, stage: str) -> EvaluationMetrics:
         if stage not in self.eval_metrics:
-            self.eval_metrics[stage] = _StageMetrics(self.eval_protocol).to(self.device)
-        metrics: _StageMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
+            self.eval_metrics[stage] = EvaluationMetrics(self.eval_protocol).to(self.device)
+        metrics: EvaluationMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
         return metrics
 
     def _eval_step(self, batch: AVBatch, stage: str) -> None:
@@ -209,7 +154,7 @@ class LocalizationMethod(pl.LightningModule):
 
     def _log_eval(self, stage: str) -> None:
         if stage in self.eval_metrics:
-            metrics: _StageMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
+            metrics: EvaluationMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
             for key, value in metrics.compute_and_reset().items():
                 self.log(f"{stage}/{key}", value, prog_bar=stage == "val" and key == "ciou")
 
@@ -252,43 +197,6 @@ class LocalizationMethod(pl.LightningModule):
                 f"the checkpoint was trained with {Signal.from_dict(saved)}, but the method built from its arguments "
                 f"declares {self.signal}"
             )
-
-
-class _StageMetrics(nn.Module):
-    """The metrics of one evaluation stage: cIoU/AUC under the protocol, pointing, and, for batches with pixel
-    masks (AVSBench, SynthAV), AVSBench mIoU and F-score."""
-
-    def __init__(self, protocol: str) -> None:
-        super().__init__()
-        self.ciou = CIoU(protocol=protocol)
-        self.pointing = Pointing()
-        self.miou = AVSBenchMIoU(reduction="dataset")
-        self.fscore = AVSBenchFScore(reduction="dataset")
-
-    def update(self, raw: Tensor, scores: Tensor, batch: AVBatch) -> None:
-        ids = batch["sample_id"]
-        if "gt_map" in batch:
-            self.ciou.update(scores, batch["gt_map"], ids)
-            # Pointing takes the raw maps: clamping (slavc) can merge the peak with other pixels.
-            self.pointing.update(raw, batch["gt_map"], ids)
-        if "mask" in batch:
-            # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
-            logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
-            self.miou.update(logits, batch["mask"], ids)
-            self.fscore.update(logits, batch["mask"], ids)
-
-    def compute_and_reset(self) -> dict[str, Tensor]:
-        out: dict[str, Tensor] = {}
-        if self.ciou.update_count:
-            out.update({k: v.float() for k, v in self.ciou.compute().items()})
-        if self.pointing.update_count:
-            out["pointing"] = self.pointing.compute()["pointing"].float()
-        for name, metric in (("miou", self.miou), ("fscore", self.fscore)):
-            if metric.update_count:
-                out[name] = metric.compute().float()
-        for each in (self.ciou, self.pointing, self.miou, self.fscore):
-            each.reset()
-        return out
 
 
 # ---------------------------------------------------------------------------------------------------- wrappers
