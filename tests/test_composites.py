@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,17 +20,10 @@ from avsl.methods import EZVSL, SemiPL, Signal, load_method
 from avsl.methods.xpl import XPL
 from tests.test_cli_lightning import TINY_DATA, TINY_LABELED, TINY_TRAINER
 from tests.test_methods_contract import cli_flags, tiny_trainer
+from tests.test_xpl import TINY_PEER as PEER  # tiny EZ-VSL arguments at 64 px and 0.5 s
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors (tests/conftest.py)
 
-PEER: dict[str, Any] = {
-    "vision_backbone": "tiny_cnn",
-    "audio_backbone": "tiny_cnn",
-    "audio_frontend": "logmel",
-    "embed_dim": 16,
-    "frame_size": (64, 64),
-    "duration": 0.5,
-}
 RATE_8K = [f"--data.init_args.{r}.init_args.sample_rate=8000" for r in ("unlabeled", "labeled", "val", "test")]
 
 
