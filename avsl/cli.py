@@ -8,14 +8,18 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from avsl import __version__
 
 __all__ = ["main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+_PACKAGE = Path(__file__).resolve().parent
 
 _USAGE = f"""\
 usage: avsl [--help] [--version] <command> [options]
@@ -28,15 +32,39 @@ commands:
   test         evaluate on the test set
   predict      write heatmaps of the predict set
   localize     heatmap overlays for one image + audio file (or a video) from a checkpoint
+  export       write a checkpoint's model as safetensors weights + a YAML config (no pickles)
   synth        write a SynthAV dataset to disk in the common benchmark layout
   quickstart   train and evaluate EZ-VSL on SynthAV on a CPU, with baselines and pictures
   configs      list the configs shipped with avsl
 
-Run 'avsl <command> --help' for a command's options.
+Run 'avsl <command> --help' for a command's options. Errors in the input (a missing or corrupt file, a bad
+annotation, an unsafe checkpoint) are printed alone; --verbose prints the full traceback as well.
+Checkpoints are read with restricted unpickling (no code can run); --trust-checkpoint (localize, export) lifts it, for
+files you trust.
 """
 
 
+_TRUST_HELP = "read the checkpoint with full unpickling, which can run code: only for files you trust"
+
+
 # ----------------------------------------------------------------------------------------------- extra commands
+def _export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="avsl export",
+        description="Write a checkpoint's model as DIR/model.safetensors (weights; class and signal as metadata) and "
+        "DIR/config.yaml (model: class_path, init_args). avsl.methods.load_method(DIR) reads it without unpickling.",
+    )
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by avsl (any method or subclass)")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
+    ns = parser.parse_args(argv)
+    from avsl.methods import export_method
+
+    out = export_method(ns.ckpt, ns.out, trust=ns.trust_checkpoint)
+    print(f"wrote {out / 'model.safetensors'} and {out / 'config.yaml'}")
+    return 0
+
+
 def _localize(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="avsl localize",
@@ -51,6 +79,7 @@ def _localize(argv: list[str]) -> int:
     parser.add_argument("--image-size", type=int, default=None, help="frame size (default: the training size)")
     parser.add_argument("--duration", type=float, default=None, help="audio window in s (default: training window)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
     ns = parser.parse_args(argv)
     if (ns.video is None) == (ns.image is None or ns.audio is None):
         parser.error("give either --image and --audio, or --video")
@@ -66,6 +95,7 @@ def _localize(argv: list[str]) -> int:
         image_size=ns.image_size,
         duration=ns.duration,
         device=ns.device,
+        trust=ns.trust_checkpoint,
     )
     for path in written:
         print(path)
@@ -164,7 +194,53 @@ def _configs(argv: list[str]) -> int:
     return 0
 
 
-_EXTRA = {"localize": _localize, "synth": _synth, "quickstart": _quickstart, "configs": _configs}
+_EXTRA = {"localize": _localize, "export": _export, "synth": _synth, "quickstart": _quickstart, "configs": _configs}
+
+
+def _lightning(args: list[str]) -> int:
+    from avsl.lightning_cli import AVSLCLI
+
+    # --ckpt_path is read with restricted unpickling: LightningCLI reads its hyperparameters so, whatever the flags, and
+    # the Trainer is told to as well (avsl's checkpoints need nothing else).
+    if "--trust-checkpoint" in args or any(a.startswith("--weights_only") for a in args):
+        raise ValueError(
+            f"avsl {args[0]} reads --ckpt_path with restricted unpickling only (LightningCLI does). For a checkpoint "
+            "you trust that needs more, load it in Python (avsl.methods.load_method(path, trust=True)), or convert "
+            "it once with `avsl export --trust-checkpoint --ckpt PATH --out DIR` and load DIR"
+        )
+    AVSLCLI([*args, "--weights_only=true"])
+    return 0
+
+
+def _input_error(err: BaseException, args: list[str]) -> str | None:
+    """The message of an error in the user's input, found anywhere in ``err``'s chain (LightningCLI and jsonargparse
+    wrap the errors of the datasets they build): a ``DataError``, an unsafe checkpoint, or a ``ValueError`` /
+    ``FileNotFoundError`` raised by avsl's own checks. None for anything else (a bug: show the traceback)."""
+    from avsl.data.io import DataError  # here: `avsl --version` and `--help` import no torch
+
+    chain: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    for e in chain:
+        if isinstance(e, DataError):
+            return str(e)
+    for e in chain:
+        frames = traceback.extract_tb(e.__traceback__)
+        raised_by_avsl = bool(frames) and Path(frames[-1].filename).is_relative_to(_PACKAGE)
+        if isinstance(e, (ValueError, FileNotFoundError)) and raised_by_avsl:
+            return str(e)
+        if isinstance(e, pickle.UnpicklingError):  # Lightning's torch.load(weights_only=True) of --ckpt_path
+            ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
+            if ckpt is None and "--ckpt_path" in args[:-1]:
+                ckpt = args[args.index("--ckpt_path") + 1]
+            return (
+                f"{ckpt or 'the checkpoint'} holds objects other than tensors, numbers, strings and containers, "
+                "whose unpickling can run code; avsl reads checkpoints safely. If you trust the file, pass "
+                "--trust-checkpoint"
+            )
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,16 +252,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] == "--version":
         print(f"avsl {__version__}")
         return 0
-    if args[0] in _EXTRA:
-        return _EXTRA[args[0]](args[1:])
-    if args[0] in LIGHTNING_COMMANDS:
-        from avsl.lightning_cli import AVSLCLI
-
-        AVSLCLI(args)
-        return 0
-    print(f"avsl: unknown command {args[0]!r}\n", file=sys.stderr)
-    print(_USAGE, end="", file=sys.stderr)
-    return 2
+    verbose = "--verbose" in args
+    args = [a for a in args if a != "--verbose"]
+    if args[0] not in _EXTRA and args[0] not in LIGHTNING_COMMANDS:
+        print(f"avsl: unknown command {args[0]!r}\n", file=sys.stderr)
+        print(_USAGE, end="", file=sys.stderr)
+        return 2
+    try:
+        return _EXTRA[args[0]](args[1:]) if args[0] in _EXTRA else _lightning(args)
+    except Exception as err:
+        message = _input_error(err, args)
+        if message is None or verbose:
+            raise
+        print(f"avsl {args[0]}: error: {message}", file=sys.stderr)
+        print("(--verbose shows the full traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

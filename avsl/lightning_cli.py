@@ -14,8 +14,9 @@ import warnings
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
@@ -92,3 +93,20 @@ class AVSLCLI(LightningCLI):
         finally:
             if args is not None:
                 sys.argv = saved
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with avsl's ``ModelCheckpoint(save_last=True)`` unless checkpointing is off
+        (``--trainer.enable_checkpointing false``) or one of the user's checkpoint callbacks would collide with it
+        (the same state key: an unmonitored one)."""
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer = config.get("trainer") or {}
+        given = trainer.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        keys = {c.state_key for c in given if isinstance(c, ModelCheckpoint)}
+        off = trainer.get("enable_checkpointing") is False
+        self.trainer_defaults["callbacks"] = [
+            c
+            for c in self.trainer_defaults["callbacks"]
+            if not (isinstance(c, ModelCheckpoint) and (off or c.state_key in keys))
+        ]
+        return super().instantiate_trainer(**kwargs)

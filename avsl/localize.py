@@ -47,15 +47,17 @@ def localize_files(
     image_size: int | None = None,
     duration: float | None = None,
     device: str = "cpu",
+    trust: bool = False,
 ) -> list[Path]:
     """Write ``<stem>_overlay.png`` (frame | overlay), ``<stem>_heatmap.png`` and ``<stem>_heatmap.npy`` (the
     normalized map in [0, 1]) for an image + audio pair, or for every ``stride`` seconds of a video; returns the paths.
 
     Frames are resized to the frame size of the model's :class:`~avsl.methods.Signal` (what it was trained on, saved in
     the checkpoint) and the audio, resampled to its rate, is cut to its window, centred in the clip (or at each video
-    time), unless ``image_size`` / ``duration`` say otherwise.
+    time), unless ``image_size`` / ``duration`` say otherwise. ``ckpt`` is a checkpoint or an ``avsl export`` folder,
+    read with restricted unpickling unless ``trust`` (for files you trust).
     """
-    model = load_method(ckpt, map_location=device)
+    model = load_method(ckpt, map_location=device, trust=trust)
     height, width, num_samples = _geometry(model, image_size, duration)
     sample_rate = model.signal.sample_rate  # audio is resampled to the rate the model was trained at
     out = Path(out)

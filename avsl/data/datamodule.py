@@ -142,6 +142,9 @@ class AVDataModule(pl.LightningDataModule):
     def _eval_loader(self, dataset: Dataset[AVSample] | None, role: str) -> DataLoader[Any]:
         if dataset is None:
             raise ValueError(f"AVDataModule: no '{role}' set was given")
+        if len(dataset) == 0:  # type: ignore[arg-type]
+            # An empty evaluation set would run, log no metric and exit as if all were well.
+            raise ValueError(f"AVDataModule: the '{role}' set is empty ({dataset!r}): check its split and files")
         return self._loader(dataset, self.eval_batch_size, False, False)
 
     def val_dataloader(self) -> DataLoader[Any] | list[DataLoader[Any]]:

@@ -375,6 +375,15 @@ def _finish_audio(
             kind="sample rate",
         )
     mono = to_mono(wave)
+    # Again after the down-mix: channels in antiphase cancel to a silent clip that passed the check above (to within
+    # one 16-bit step: integer formats do not quantize x and -x to exact opposites).
+    if not allow_silence and wave.shape[0] > 1 and float(mono.abs().max()) <= 2.0**-15:
+        raise DataError(
+            path,
+            "silent after the down-mix to mono (its channels cancel); pass allow_silence=True if silent clips are "
+            "intended",
+            kind="silent audio",
+        )
     return resample(mono, rate, sample_rate).to(torch.float32).contiguous()
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import pickle
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -18,7 +16,7 @@ from avsl.metrics import PROTOCOLS, EvaluationMetrics
 from avsl.nn.maps import minmax_normalize
 from avsl.types import AVBatch, Signal, TrainBatch
 
-__all__ = ["LocalizationMethod", "Signal", "build_method", "method_class", "read_checkpoint"]
+__all__ = ["LocalizationMethod", "Signal", "build_method", "method_class"]
 
 _INTERPOLATING = ("linear", "bilinear", "bicubic", "trilinear")
 
@@ -238,29 +236,3 @@ def build_method(name: str, args: Mapping[str, Any] | None = None) -> Localizati
     method.hparams.clear()  # save_hyperparameters adds to what is there
     method.save_hyperparameters(dict(bound.arguments))
     return method
-
-
-def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
-    """The contents of a checkpoint file (a Lightning checkpoint or a bare state dict), on the CPU.
-
-    Unpickling is restricted to tensors, numbers, strings and containers (``torch.load(weights_only=True)``, what
-    Lightning's ``load_from_checkpoint`` uses too): a checkpoint from elsewhere cannot run code when it is read.
-    Lightning and avsl checkpoints hold nothing else (hyperparameters are plain values).
-
-    Raises:
-        FileNotFoundError: no file at ``path`` (``what`` names its role, e.g. ``"init_from checkpoint"``).
-        ValueError: the file is not a readable checkpoint or holds objects other than those, naming the file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(
-            f"{path} is not a {what} avsl can read (a torch checkpoint of tensors, numbers, strings and containers): "
-            f"{str(err).splitlines()[0]}"
-        ) from None
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f"{path} holds a {type(checkpoint).__name__}, not a {what} (a dict)")
-    return checkpoint

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from avsl.methods.base import LocalizationMethod, Signal, read_checkpoint
+from avsl.methods.base import LocalizationMethod, Signal
+from avsl.methods.checkpoints import read_checkpoint
 from avsl.methods.ezvsl import gathered_mil_infonce
 from avsl.nn.affinity import AffinityNet, affinity_loss, pairwise_affinity, refine_map, seeds_from_map
 from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
