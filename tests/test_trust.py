@@ -159,3 +159,31 @@ def test_stereo_that_cancels_in_the_down_mix_is_silent(tmp_path: Path) -> None:
     assert float(load_audio(path, 16000, allow_silence=True).abs().max()) <= 2.0**-15
     same = write_wav(tmp_path / "same.wav", data=np.stack([left, left], axis=1))  # in phase: loads
     assert float(load_audio(same, 16000).abs().max()) > 0.4
+
+
+def test_skips_in_dataloader_workers_are_summed_up_at_the_end_of_a_stage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+    import warnings
+
+    from avsl.data.datasets import FolderDataset
+    from avsl.data.io import DataWarning
+    from tests._data_fixtures import write_pair
+
+    for i in range(6):
+        write_pair(tmp_path, f"clip{i}", seed=i, seconds=0.5)
+    (tmp_path / "frames" / "clip2.jpg").write_bytes(b"not a jpeg")  # found only when a worker decodes it
+    (tmp_path / "audio" / "clip4.wav").write_bytes(b"RIFF")
+    boxes = [{"file": f"clip{i}", "bbox": [[0.1, 0.1, 0.6, 0.6]]} for i in range(6)]
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    test = FolderDataset(tmp_path, annotations="boxes.json", image_size=64, duration=0.5, on_error="skip")
+    assert test.report().endswith("6 samples, nothing skipped")  # the index is fine: nothing is decoded yet
+    data = AVDataModule(test=test, eval_batch_size=2, num_workers=2)
+    model = EZVSL(**TINY["ezvsl"])
+    with caplog.at_level(logging.INFO), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)  # each skip is announced by the worker that met it
+        tiny_trainer(tmp_path / "run").test(model, datamodule=data)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[avsl] test set")]
+    assert len(lines) == 1 and lines[0].endswith("2 skipped (1 corrupt audio, 1 corrupt image)"), lines

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -9,6 +13,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from avsl.data.io import SkipLog, SkippedSample, summarize_skips
 from avsl.types import AVSample
 
 __all__ = ["AVDataModule", "split_labeled"]
@@ -84,6 +89,7 @@ class AVDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.drop_last = drop_last
+        self._spool_dir: Path | None = None
 
     @property
     def datasets(self) -> dict[str, Dataset[AVSample]]:
@@ -109,15 +115,42 @@ class AVDataModule(pl.LightningDataModule):
         """The audio sample rate shared by all datasets (a method checks it against its signal when training starts)."""
         return int(self._common("sample_rate"))
 
-    def setup(self, stage: str) -> None:
-        # Readers count what they skipped (missing or corrupt files); report it once, at the end of setup.
+    def _readers(self) -> dict[int, tuple[list[str], Any]]:
+        """The datasets behind the roles (a Subset's dataset; two roles may share one), by identity."""
+        readers: dict[int, tuple[list[str], Any]] = {}
         for role, ds in self.datasets.items():
             base = ds.dataset if isinstance(ds, Subset) else ds
-            report = getattr(base, "report", None)
-            if callable(report):
-                text = report()
-                if text:
-                    rank_zero_info(f"[avsl] {role} set: {text}")
+            readers.setdefault(id(base), ([], base))[0].append(role)
+        return readers
+
+    def setup(self, stage: str) -> None:
+        # Samples that fail to decode while loading are skipped in DataLoader workers (on_error="skip"): each reader's
+        # log gets a spool file that every process appends to, so that teardown can count them all.
+        if self._spool_dir is None:
+            self._spool_dir = Path(tempfile.mkdtemp(prefix="avsl-skips-"))
+            atexit.register(shutil.rmtree, self._spool_dir, True)
+        for key, (_, base) in self._readers().items():
+            log = getattr(base, "skipped", None)
+            if isinstance(log, SkipLog) and log.spool is None:
+                log.spool = self._spool_dir / f"{key}.jsonl"
+
+    def teardown(self, stage: str) -> None:
+        """One line per dataset of the stage: what it skipped and why, over every worker and process."""
+        roles = {"fit": ("unlabeled", "labeled", "val"), "validate": ("val",), "test": ("test",)}
+        roles["predict"] = ("predict",) if self.predict is not None else ("test",)
+        for _, (names, base) in self._readers().items():
+            log = getattr(base, "skipped", None)
+            if not isinstance(log, SkipLog) or not set(names) & set(roles.get(stage, ())):
+                continue
+            records = [(r.sample_id, r.kind, r.detail) for r in log.merged()]
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                gathered: list[Any] = [None] * torch.distributed.get_world_size()
+                torch.distributed.all_gather_object(gathered, records)
+                records = [r for part in gathered for r in part]
+            unique = {(sid, kind): SkippedSample(sid, kind, detail) for sid, kind, detail in records}
+            source = getattr(base, "_source", "")
+            what = f"{type(base).__name__}({source})" if source else type(base).__name__
+            rank_zero_info(f"[avsl] {'/'.join(names)} set, {what}: {summarize_skips(list(unique.values()))}")
 
     def _loader(self, dataset: Dataset[AVSample], batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader[Any]:
         return DataLoader(

@@ -18,12 +18,13 @@ Images are decoded with Pillow, WAV/FLAC/OGG/AIFF with soundfile, and audio in a
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import struct
 import warnings
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,21 +91,45 @@ class SkippedSample:
     """The full message (names the file and the problem)."""
 
 
+def summarize_skips(records: Sequence[SkippedSample]) -> str:
+    """``"3 skipped (2 missing file, 1 corrupt image)"`` or ``"nothing skipped"``."""
+    if not records:
+        return "nothing skipped"
+    counts = sorted(Counter(r.kind for r in records).items(), key=lambda kv: (-kv[1], kv[0]))  # ties by name
+    parts = ", ".join(f"{n} {kind}" for kind, n in counts)
+    return f"{len(records)} skipped ({parts})"
+
+
 class SkipLog:
     """What a reader dropped and why. Readers expose one as ``dataset.skipped``.
 
     Samples dropped at construction (missing files, duplicate ids, exclusions, and with ``verify=True`` every file
-    that fails to decode) are always recorded here. A sample that fails to decode later, inside a ``DataLoader``
-    worker, is recorded in that worker's copy of the dataset only (and announced with a :class:`DataWarning`); build
-    the reader with ``verify=True`` for a complete report up front.
+    that fails to decode) are recorded here. A sample that fails to decode later may do so inside a ``DataLoader``
+    worker, whose copy of the dataset is not this one: with a ``spool`` file set (``AVDataModule`` sets one per
+    dataset when a stage starts), every process appends its records to it too, and :meth:`merged` reads them back,
+    so the summary at the end of a stage counts every worker's skips.
     """
 
     def __init__(self) -> None:
         self.records: list[SkippedSample] = []
+        self.spool: Path | None = None
 
     def add(self, sample_id: str, kind: str, detail: str) -> None:
-        """Record one dropped sample."""
+        """Record one dropped sample (and append it to the spool file, if any)."""
         self.records.append(SkippedSample(sample_id, kind, detail))
+        if self.spool is not None:
+            # One short line per append: concurrent writers (workers) do not interleave within a line.
+            with open(self.spool, "a", encoding="utf-8") as f:
+                f.write(json.dumps([sample_id, kind, detail]) + "\n")
+
+    def merged(self) -> list[SkippedSample]:
+        """This log's records and those the spool holds from other processes, once per (sample id, kind)."""
+        records = list(self.records)
+        if self.spool is not None and self.spool.is_file():
+            for line in self.spool.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    records.append(SkippedSample(*json.loads(line)))
+        return list({(r.sample_id, r.kind): r for r in records}.values())
 
     def counts(self) -> dict[str, int]:
         """Number of dropped samples per kind, most frequent first."""
@@ -112,10 +137,7 @@ class SkipLog:
 
     def summary(self) -> str:
         """``"3 skipped (2 missing file, 1 corrupt image)"`` or ``"nothing skipped"``."""
-        if not self.records:
-            return "nothing skipped"
-        parts = ", ".join(f"{n} {kind}" for kind, n in self.counts().items())
-        return f"{len(self.records)} skipped ({parts})"
+        return summarize_skips(self.records)
 
     def __len__(self) -> int:
         return len(self.records)
