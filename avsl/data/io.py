@@ -472,7 +472,8 @@ def _decode_pyav(path: Path, stream_index: int | None = None) -> tuple[Tensor, i
                 chunks.append(out.to_ndarray())
     except DataError:
         raise
-    except (av.FFmpegError, OSError, ValueError, IndexError) as err:
+    except (av.FFmpegError, OSError, ValueError, IndexError, AttributeError, TypeError) as err:
+        # PyAV raises AttributeError/TypeError for a corrupt container whose stream lacks codec parameters (fuzzed).
         raise DataError(
             path, f"corrupt or unreadable audio ({type(err).__name__}: {err})", kind="corrupt audio"
         ) from None

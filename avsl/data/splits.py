@@ -24,6 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
+from avsl.data.io import DataError
+
 __all__ = [
     "TEST_LISTS",
     "SplitOverlapWarning",
@@ -107,6 +109,14 @@ def _strip_suffix(token: str) -> str:
     return token
 
 
+def _read_text(path: str | os.PathLike[str], what: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        detail = f"{what} is not UTF-8 text ({err.reason} at byte {err.start})"
+        raise DataError(path, detail, kind="bad split") from None
+
+
 def read_id_file(path: str | os.PathLike[str]) -> list[str]:
     """Read the ids of a split file (csv or txt), in file order, duplicates kept.
 
@@ -116,8 +126,9 @@ def read_id_file(path: str | os.PathLike[str]) -> list[str]:
 
     Raises:
         FileNotFoundError: the file does not exist.
+        DataError: the file is not UTF-8 text.
     """
-    text = Path(path).read_text(encoding="utf-8-sig")
+    text = _read_text(path, "split list")
     ids: list[str] = []
     for line_no, line in enumerate(text.splitlines()):
         token = line.split(",", 1)[0].strip().strip('"')
@@ -187,7 +198,7 @@ def _load_pairs_cached(name: str) -> tuple[tuple[str, str], ...]:
 def read_pair_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     """Read a ``video,audio[,label]`` csv (header optional) into ``(video_id, audio_id)`` pairs."""
     pairs: list[tuple[str, str]] = []
-    for line_no, line in enumerate(Path(path).read_text(encoding="utf-8-sig").splitlines()):
+    for line_no, line in enumerate(_read_text(path, "pair list").splitlines()):
         fields = [f.strip() for f in line.split(",")]
         if not fields[0]:
             continue

@@ -104,7 +104,8 @@ class VideoDataset(AVDataset):
                     return float(vs.duration * vs.time_base)
         except DataError:
             raise
-        except (av.FFmpegError, OSError, ValueError) as err:
+        except (av.FFmpegError, OSError, ValueError, AttributeError, TypeError) as err:
+            # PyAV raises AttributeError/TypeError for a corrupt container whose streams lack parameters (fuzzed).
             raise DataError(
                 self.path, f"unreadable video ({type(err).__name__}: {err})", kind="corrupt video"
             ) from None
@@ -136,7 +137,7 @@ class VideoDataset(AVDataset):
                     if frame.time is not None and frame.time > target + 1e-6 and chosen is not None:
                         break
                     chosen = frame.to_ndarray(format="rgb24")
-        except (av.FFmpegError, OSError, ValueError) as err:
+        except (av.FFmpegError, OSError, ValueError, AttributeError, TypeError) as err:
             raise DataError(self.path, f"cannot decode the frame at {t:.3f} s ({err})", kind="corrupt video") from None
         if chosen is None:
             raise DataError(self.path, f"no frame at {t:.3f} s", kind="corrupt video")
