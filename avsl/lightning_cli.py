@@ -20,6 +20,7 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from avsl.callbacks import ResumeState
 from avsl.methods import LocalizationMethod
 from avsl.viz import HeatmapLogger
 
@@ -86,7 +87,7 @@ class AVSLCLI(LightningCLI):
                 subclass_mode_model=True,
                 subclass_mode_data=True,
                 run=run,
-                trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), HeatmapLogger()]},
+                trainer_defaults={"callbacks": [ModelCheckpoint(save_last=True), HeatmapLogger(), ResumeState()]},
                 save_config_kwargs={"overwrite": True},
                 seed_everything_default=0,  # reproducible by default; --seed_everything overrides
             )

@@ -5,18 +5,19 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import CombinedLoader, rank_zero_info
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from avsl.data.io import SkipLog, SkippedSample, summarize_skips
 from avsl.types import AVSample
 
-__all__ = ["AVDataModule", "split_labeled"]
+__all__ = ["AVDataModule", "EpochSampler", "SeededSamples", "split_labeled"]
 
 
 def split_labeled(
@@ -35,6 +36,62 @@ def split_labeled(
         k = min(max(k, 1), n - 1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     return Subset(dataset, sorted(perm[:k])), Subset(dataset, sorted(perm[k:]))
+
+
+class EpochSampler(Sampler[int]):
+    """The training order of one epoch, drawn from ``(seed, epoch)`` alone; each index is yielded as the key
+    ``epoch * n + index``, which :class:`SeededSamples` turns back into the index and a seed for its augmentation.
+
+    Lightning calls :meth:`set_epoch` at the start of every epoch. :meth:`skip` makes the next iteration start after
+    its first ``count`` indices: how a resumed run continues an interrupted epoch (``avsl.callbacks.ResumeState``).
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self.epoch = 0
+        self._skip = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def skip(self, count: int) -> None:
+        self._skip = count
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
+        start, self._skip = self._skip, 0
+        base = self.epoch * self.n
+        return iter((base + order[start:]).tolist())
+
+
+class SeededSamples(Dataset[AVSample]):
+    """A dataset whose random augmentation is drawn from ``(seed, epoch, index)``: sample ``key`` (from
+    :class:`EpochSampler`) is item ``key % n`` of ``dataset``, loaded with torch's generator seeded for it (and put
+    back afterwards), so the draws do not depend on prefetching, workers or an interruption."""
+
+    def __init__(self, dataset: Dataset[AVSample], seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+        self.n = len(dataset)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, key: int) -> AVSample:
+        epoch, index = divmod(int(key), self.n)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+def _mix(*values: int) -> int:
+    """A 62-bit seed from integers (a fixed polynomial hash: the same in every process and run)."""
+    out = 0
+    for v in values:
+        out = (out * 1_000_003 + int(v) + 1) % 2**62
+    return out
 
 
 class AVDataModule(pl.LightningDataModule):
@@ -57,6 +114,8 @@ class AVDataModule(pl.LightningDataModule):
         num_workers: DataLoader workers per loader.
         pin_memory: pin host memory (useful on GPU).
         drop_last: drop the last incomplete training batch (contrastive losses prefer full batches).
+        seed: seed of the training order and of the random augmentations (per epoch and sample); None takes torch's
+            initial seed (``seed_everything``'s, 0 from the CLI), so runs are reproducible and resume exactly.
     """
 
     def __init__(
@@ -74,6 +133,7 @@ class AVDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         drop_last: bool = True,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -90,6 +150,7 @@ class AVDataModule(pl.LightningDataModule):
         self.pin_memory = pin_memory
         self.drop_last = drop_last
         self._spool_dir: Path | None = None
+        self.seed = int(torch.initial_seed() if seed is None else seed) % 2**62
 
     @property
     def datasets(self) -> dict[str, Dataset[AVSample]]:
@@ -153,14 +214,25 @@ class AVDataModule(pl.LightningDataModule):
             rank_zero_info(f"[avsl] {'/'.join(names)} set, {what}: {summarize_skips(list(unique.values()))}")
 
     def _loader(self, dataset: Dataset[AVSample], batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader[Any]:
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        sampler: EpochSampler | None = None
+        if shuffle and not distributed:
+            # Training order and augmentation drawn from (seed, epoch, index) alone, never from the global generator:
+            # a resumed run can then skip to where it stopped (avsl.callbacks.ResumeState). Under DDP, Lightning's
+            # DistributedSampler shuffles instead.
+            sampler = EpochSampler(len(dataset), self.seed)  # type: ignore[arg-type]
+            dataset = SeededSamples(dataset, self.seed)
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0,
+            # An own generator: creating an iterator draws a worker base seed, which must not move the global one.
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self) -> CombinedLoader:

@@ -9,6 +9,7 @@ Neither form can run code when it is read, unless the user opts in with ``trust=
 from __future__ import annotations
 
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,9 @@ def load_method(
         cls = method_class(target)
     except ValueError as err:
         raise ValueError(f"{path}: {err}") from None
+    # A checkpoint of `avsl fit` is rebuilt through LightningCLI's instantiator, which calls jsonargparse APIs that
+    # jsonargparse 4.49+ reports as deprecated: noise for users, not theirs to fix (as in avsl.lightning_cli).
+    os.environ.setdefault("JSONARGPARSE_DEPRECATION_WARNINGS", "off")
     model = cls.load_from_checkpoint(path, map_location=map_location, weights_only=not trust)
     model.eval()
     return model
