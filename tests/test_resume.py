@@ -69,12 +69,14 @@ def _finish(process: subprocess.Popen[bytes]) -> None:
     assert process.returncode == 0, err.decode()[-3000:]
 
 
-@pytest.mark.parametrize("method", sorted(RECIPES))
-def test_a_killed_and_resumed_fit_ends_as_the_uninterrupted_one(method: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("method", "step"), [("ezvsl", 5), ("xpl", 5), ("ezvsl", EPOCH_STEPS + 1)])
+def test_a_killed_and_resumed_fit_ends_as_the_uninterrupted_one(method: str, step: int, tmp_path: Path) -> None:
+    """Killed after step 5 (mid-epoch) or after the first step of epoch 1, resumed from the previous step's
+    checkpoint: step 4 (mid-epoch) or step 8 (the end of epoch 0)."""
     args = RECIPES[method]
     alone = _fit(tmp_path / "alone", args)
     killed = _fit(tmp_path / "killed", args)
-    step = 5  # mid-epoch: kill as soon as the checkpoint of step 5 appears, wherever the run then is
+    # kill as soon as the checkpoint of `step` appears, wherever the run then is
     deadline = time.time() + 300
     while not (tmp_path / "killed" / "steps" / f"step={step}.ckpt").exists():
         assert killed.poll() is None and time.time() < deadline, "the run ended before it could be killed"
@@ -83,7 +85,7 @@ def test_a_killed_and_resumed_fit_ends_as_the_uninterrupted_one(method: str, tmp
     killed.communicate()
     assert killed.returncode == -signal.SIGKILL
     _finish(alone)
-    resume_from = tmp_path / "killed" / "steps" / f"step={step - 1}.ckpt"  # written in full before step 5's began
+    resume_from = tmp_path / "killed" / "steps" / f"step={step - 1}.ckpt"  # written in full before `step`'s began
     _finish(_fit(tmp_path / "killed", [*args, f"--ckpt_path={resume_from}"]))
 
     final = {name: tmp_path / name / "steps" / f"step={2 * EPOCH_STEPS}.ckpt" for name in ("alone", "killed")}
