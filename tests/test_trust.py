@@ -187,3 +187,52 @@ def test_skips_in_dataloader_workers_are_summed_up_at_the_end_of_a_stage(
         tiny_trainer(tmp_path / "run").test(model, datamodule=data)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("[avsl] test set")]
     assert len(lines) == 1 and lines[0].endswith("2 skipped (1 corrupt audio, 1 corrupt image)"), lines
+
+
+DDP_SKIPS = """
+import logging, sys, warnings
+from pathlib import Path
+import lightning.pytorch as pl
+from avsl.data import AVDataModule
+from avsl.data.datasets import FolderDataset
+from avsl.methods import EZVSL
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1])
+    warnings.simplefilter("ignore")
+    logging.getLogger("lightning.pytorch").setLevel(logging.INFO)
+    test = FolderDataset(root, annotations="boxes.json", image_size=64, duration=0.5, on_error="skip")
+    model = EZVSL(vision_backbone="tiny_cnn", audio_backbone="tiny_cnn", audio_frontend="logmel", embed_dim=8,
+                  frame_size=(64, 64), duration=0.5)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=root / "run")
+    trainer.test(model, datamodule=AVDataModule(test=test, eval_batch_size=1))
+"""
+
+
+@pytest.mark.ddp
+def test_skips_of_every_process_are_summed_up(tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests._data_fixtures import write_pair
+
+    for i in range(4):
+        write_pair(tmp_path, f"clip{i}", seed=i, seconds=0.5)
+    # The sampler gives process 0 clips 0 and 2, process 1 clips 1 and 3: one bad file in each.
+    (tmp_path / "frames" / "clip1.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "audio" / "clip2.wav").write_bytes(b"RIFF")
+    (tmp_path / "boxes.json").write_text(
+        json.dumps([{"file": f"clip{i}", "bbox": [[0.1, 0.1, 0.6, 0.6]]} for i in range(4)])
+    )
+    script = tmp_path / "skips_ddp.py"
+    script.write_text(DDP_SKIPS)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "[avsl] test set" in line]
+    assert len(lines) == 1 and lines[0].endswith("2 skipped (1 corrupt audio, 1 corrupt image)"), lines
