@@ -237,8 +237,8 @@ def _input_error(err: BaseException, args: list[str]) -> str | None:
                 ckpt = args[args.index("--ckpt_path") + 1]
             return (
                 f"{ckpt or 'the checkpoint'} holds objects other than tensors, numbers, strings and containers, "
-                "whose unpickling can run code; avsl reads checkpoints safely. If you trust the file, pass "
-                "--trust-checkpoint"
+                "whose unpickling can run code; avsl reads checkpoints safely. If you trust the file, convert it once "
+                "with `avsl export --trust-checkpoint --ckpt PATH --out DIR` and use DIR"
             )
     return None
 
