@@ -27,7 +27,7 @@ from avsl.data import AVDataModule, split_labeled
 from avsl.data.settings import SynthAVSetting
 from avsl.data.transforms import SampleTransform
 from avsl.lightning_cli import resolve_config
-from avsl.methods.base import LocalizationMethod, build_method, method_class
+from avsl.methods.base import LocalizationMethod, build_method, inner_methods, method_class
 
 __all__ = ["RECIPES", "Recipe", "load_recipe", "train_recipe"]
 
@@ -133,13 +133,11 @@ def _with_signal(name: str, args: dict[str, Any], facts: dict[str, Any]) -> dict
     """``args`` of method ``name`` with the data's signal ``facts`` (sample rate, frame size, audio window) set where
     the method takes them, and in the arguments of the methods it wraps (a method name argument ``X`` beside an
     ``X_args`` dict: SemiPL's ``base``, XPL's ``model_a``)."""
-    params = inspect.signature(method_class(name)).parameters
+    cls = method_class(name)
+    params = inspect.signature(cls).parameters
     out = {**args, **{k: v for k, v in facts.items() if k in params}}
-    for key in params:
-        inner = key.removesuffix("_args")
-        inner_name = out.get(inner, params[inner].default) if key != inner and inner in params else None
-        if isinstance(inner_name, str):
-            out[key] = _with_signal(inner_name, dict(out.get(key) or {}), facts)
+    for key, inner in inner_methods(cls, out).items():
+        out[key] = _with_signal(inner, dict(out.get(key) or {}), facts)
     return out
 
 

@@ -16,6 +16,7 @@ import yaml
 
 from avsl.data import AVDataModule, SynthAV, split_labeled
 from avsl.methods import METHODS, LocalizationMethod, load_method, method_class
+from avsl.methods.base import inner_methods
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,15 +56,10 @@ def tiny_args(cls: type[LocalizationMethod], config: dict[str, Any] | None = Non
     config's, shrunk."""
     params = inspect.signature(cls).parameters
     out = {k: v for k, v in SHRINK.items() if k in params}
-    for key in params:
-        inner = key.removesuffix("_args")
-        if key == inner or inner not in params:
-            continue
-        name = (config or {}).get(inner, params[inner].default)
-        if isinstance(name, str):
-            inner_config = dict((config or {}).get(key) or {})
-            out[inner] = name
-            out[key] = {**inner_config, **tiny_args(method_class(name), inner_config)}
+    for key, name in inner_methods(cls, config or {}).items():
+        inner_config = dict((config or {}).get(key) or {})
+        out[key.removesuffix("_args")] = name
+        out[key] = {**inner_config, **tiny_args(method_class(name), inner_config)}
     return out
 
 

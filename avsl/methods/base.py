@@ -16,7 +16,7 @@ from avsl.metrics import PROTOCOLS, EvaluationMetrics
 from avsl.nn.maps import minmax_normalize
 from avsl.types import AVBatch, Signal, TrainBatch
 
-__all__ = ["LocalizationMethod", "Signal", "build_method", "method_class"]
+__all__ = ["LocalizationMethod", "Signal", "build_method", "inner_methods", "method_class", "missing_signal"]
 
 _INTERPOLATING = ("linear", "bilinear", "bicubic", "trilinear")
 
@@ -184,12 +184,7 @@ class LocalizationMethod(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("avsl_signal")
         if saved is None:
-            raise ValueError(
-                "the checkpoint records no signal (sample rate, frame size, audio window): it was written by an "
-                "earlier development version of avsl, or not by avsl. Build the method with the arguments it was "
-                "trained with and load the weights: model = Method(..., sample_rate=R, frame_size=(H, W), "
-                "duration=S); model.load_state_dict(avsl.methods.read_checkpoint(path)['state_dict'])"
-            )
+            raise missing_signal("the checkpoint")
         if Signal.from_dict(saved) != self.signal:
             raise ValueError(
                 f"the checkpoint was trained with {Signal.from_dict(saved)}, but the method built from its arguments "
@@ -215,6 +210,30 @@ def method_class(name: str) -> type[LocalizationMethod]:
     if not (isinstance(cls, type) and issubclass(cls, LocalizationMethod)):
         raise ValueError(f"{name} is not a LocalizationMethod")
     return cls
+
+
+def inner_methods(cls: type[LocalizationMethod], args: Mapping[str, Any]) -> dict[str, str]:
+    """The methods a wrapper class builds, as ``{argument dict: method name}``: every ``X_args`` argument beside an
+    argument ``X`` that names a method (from ``args``, else ``X``'s default), e.g. ``{"base_args": "sspl"}`` for
+    SemiPL, ``{"model_a_args": "ezvsl"}`` for XPL with its default second peer. Empty for a plain method."""
+    params = inspect.signature(cls).parameters
+    out: dict[str, str] = {}
+    for key in params:
+        inner = key.removesuffix("_args")
+        name = args.get(inner, params[inner].default) if key != inner and inner in params else None
+        if isinstance(name, str):
+            out[key] = name
+    return out
+
+
+def missing_signal(where: str) -> ValueError:
+    """The error for a checkpoint without ``avsl_signal``, which says how to use its weights anyway."""
+    return ValueError(
+        f"{where} records no signal (sample rate, frame size, audio window): it was written by an earlier "
+        "development version of avsl, or not by avsl. Build the method with the arguments it was trained with "
+        "(sample_rate, frame_size, duration) and load the weights: "
+        "model.load_state_dict(avsl.methods.read_checkpoint(path)['state_dict'])"
+    )
 
 
 def build_method(name: str, args: Mapping[str, Any] | None = None) -> LocalizationMethod:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 import yaml
 
-from avsl.methods.base import LocalizationMethod, method_class
+from avsl.methods.base import LocalizationMethod, method_class, missing_signal
 from avsl.types import Signal
 
 __all__ = ["export_method", "load_method", "read_checkpoint"]
@@ -76,12 +76,8 @@ def load_method(
     target = checkpoint.get("avsl_method")
     if not isinstance(target, str):
         raise ValueError(f"{path} was not written by an avsl method (no 'avsl_method' entry)")
-    if "avsl_signal" not in checkpoint:
-        raise ValueError(
-            f"{path} records no signal (sample rate, frame size, audio window): it was written by an earlier "
-            "development version of avsl. Build the method with the arguments it was trained with (sample_rate, "
-            "frame_size, duration) and load the weights: model.load_state_dict(read_checkpoint(path)['state_dict'])"
-        )
+    if "avsl_signal" not in checkpoint:  # found here to name the file; on_load_checkpoint cannot
+        raise missing_signal(str(path))
     try:
         cls = method_class(target)
     except ValueError as err:
