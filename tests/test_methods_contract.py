@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import sys
 from pathlib import Path
@@ -14,54 +13,10 @@ import pytest
 import torch
 import yaml
 
-from avsl.data import AVDataModule, SynthAV, split_labeled
 from avsl.methods import METHODS, LocalizationMethod, load_method, method_class
-from avsl.methods.base import inner_methods
+from avsl.testing import config_args, tiny_args, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Tiny values of the constructor arguments that set a method's size and signal. A method's tiny arguments are derived
-# from its module (the arguments it takes) and its config (the methods a wrapper wraps, with their arguments): adding
-# a method adds nothing here.
-SHRINK: dict[str, Any] = {
-    "vision_backbone": "tiny_cnn",
-    "audio_backbone": "tiny_cnn",
-    "audio_frontend": "logmel",
-    "vision_out_index": -1,
-    "embed_dim": 16,
-    "audio_hidden_dim": 32,
-    "proj_dim": 32,
-    "pred_hidden_dim": 16,
-    "pcm_cycles": 1,
-    "mask_grid": 4,
-    "affinity_dim": 8,
-    "affinity_radius": 2,
-    "seg_hidden": 8,
-    "warmup_epochs": 0,  # XPL: the cross loss runs in a 2-step test
-    "sample_rate": 16000,  # the signal of tiny_data()
-    "frame_size": (64, 64),
-    "duration": 0.5,
-}
-
-
-def config_args(name: str) -> dict[str, Any]:
-    """``model.init_args`` of the method's shipped config ``avsl/configs/methods/<name>.yaml``."""
-    config = yaml.safe_load((ROOT / "avsl" / "configs" / "methods" / f"{name}.yaml").read_text())
-    return dict(config["model"].get("init_args") or {})
-
-
-def tiny_args(cls: type[LocalizationMethod], config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Tiny constructor arguments of ``cls``: the :data:`SHRINK` values of the arguments it takes; for a wrapper
-    (an argument ``X`` naming a method beside an ``X_args`` dict) also ``X`` from ``config`` and tiny ``X_args``: the
-    config's, shrunk."""
-    params = inspect.signature(cls).parameters
-    out = {k: v for k, v in SHRINK.items() if k in params}
-    for key, name in inner_methods(cls, config or {}).items():
-        inner_config = dict((config or {}).get(key) or {})
-        out[key.removesuffix("_args")] = name
-        out[key] = {**inner_config, **tiny_args(method_class(name), inner_config)}
-    return out
-
 
 #: Tiny arguments of every shipped method (its config's wrapped methods included).
 TINY: dict[str, dict[str, Any]] = {name: tiny_args(cls, config_args(name)) for name, cls in METHODS.items()}
@@ -80,13 +35,6 @@ def cli_flags(args: dict[str, Any], prefix: str = "--model.init_args") -> list[s
             text = value if isinstance(value, str) else json.dumps(list(value) if isinstance(value, tuple) else value)
             flags.append(f"{prefix}.{key}={text}")
     return flags
-
-
-def tiny_data(batch_size: int = 4) -> AVDataModule:
-    annotated = SynthAV(num_clips=12, seed=0, image_size=64, duration=0.5)
-    labeled, unlabeled = split_labeled(annotated, 0.34, seed=0)
-    evaluation = SynthAV(num_clips=6, seed=1, image_size=64, duration=0.5)
-    return AVDataModule(unlabeled, labeled, val=evaluation, test=evaluation, batch_size=batch_size)
 
 
 def tiny_trainer(root: Path, max_steps: int = 2) -> pl.Trainer:

@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from avsl.data.transforms import audio_window, resample, to_mono
+from avsl.data.transforms import audio_window, resample, resize_image, to_mono
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -166,8 +167,13 @@ def _check_file(path: Path, what: str) -> None:
 # --------------------------------------------------------------------------------------------------- images
 
 
-def load_image(path: str | os.PathLike[str]) -> Tensor:
-    """Decode an image file to a float32 (3, H, W) RGB tensor in [0, 1].
+def load_image(path: str | os.PathLike[str], size: int | tuple[int, int] | None = None) -> Tensor:
+    """Decode an image file to a float32 (3, H, W) RGB tensor in [0, 1]; with ``size``, resized to it.
+
+    With ``size`` (a side or ``(height, width)``), 8-bit images are resized before the conversion to float, in 8 bits
+    (bilinear, antialiased: torch's uint8 kernel, as the references resize with Pillow on 8-bit images); the float
+    path of :func:`avsl.data.transforms.resize_image` differs from it by at most one grey level. A 640x360 JPEG
+    reaches 224x224 in about half the time (``benchmarks/gpu_check.py``, loader section).
 
     Modes are converted as follows (Pillow's names):
 
@@ -190,6 +196,8 @@ def load_image(path: str | os.PathLike[str]) -> Tensor:
     try:
         with Image.open(p) as im:
             im.load()
+            if size is not None and im.mode in _EIGHT_BIT and "transparency" not in im.info:
+                return _resized_uint8(im.convert("RGB"), size, p)
             arr = _image_to_array(im, p)
     except DataError:
         raise
@@ -201,7 +209,22 @@ def load_image(path: str | os.PathLike[str]) -> Tensor:
         raise DataError(p, f"corrupt or unreadable image ({type(err).__name__}: {err})", kind="corrupt image") from None
     if arr.shape[0] == 0 or arr.shape[1] == 0:
         raise DataError(p, f"image has zero size {arr.shape[1]}x{arr.shape[0]}", kind="corrupt image")
-    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    image = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+    return image if size is None else resize_image(image, size)
+
+
+# Modes whose RGB conversion is 8 bits per channel with no alpha (the float path handles the others).
+_EIGHT_BIT = ("RGB", "L", "1", "P", "CMYK", "YCbCr")
+
+
+def _resized_uint8(rgb: Image.Image, size: int | tuple[int, int], path: Path) -> Tensor:
+    if rgb.width == 0 or rgb.height == 0:
+        raise DataError(path, f"image has zero size {rgb.width}x{rgb.height}", kind="corrupt image")
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None]  # a channels-last view: torch's fast uint8 path
+    if tuple(pixels.shape[-2:]) != hw:
+        pixels = F.interpolate(pixels, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return pixels[0].float().div_(255.0).contiguous()
 
 
 def _image_to_array(im: Image.Image, path: Path) -> np.ndarray:

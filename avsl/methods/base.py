@@ -54,6 +54,7 @@ class LocalizationMethod(pl.LightningModule):
         # Validation and test metrics, built when first used (see _metrics): a method inside a wrapper never is.
         self.eval_metrics = nn.ModuleDict()
         self._checked_batch = False
+        self._bar_loss: Tensor | None = None
 
     # ------------------------------------------------------------------------------------------------ contract
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
@@ -120,7 +121,15 @@ class LocalizationMethod(pl.LightningModule):
         total = torch.stack([v for v in losses.values()]).sum()
         batch_size = batch["unlabeled"]["image"].shape[0]
         self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
-        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", total.detach(), batch_size=batch_size)
+        # The progress bar's "loss" is a host copy refreshed every log_every_n_steps steps. Lightning turns each
+        # progress-bar value into a Python number after every batch (its _ResultCollection.metrics), and for a value
+        # on the GPU that makes the host wait for the step to finish: 11% of EZ-VSL's throughput on an H200
+        # (benchmarks/gpu_check.py). Converting a host tensor waits for nothing.
+        every = max(1, getattr(self._trainer, "log_every_n_steps", 1))  # 0 with Trainer(barebones=True)
+        if self._bar_loss is None or self.global_step % every == 0:
+            self._bar_loss = total.detach().float().cpu()
+        self.log("loss", self._bar_loss, prog_bar=True, logger=False, batch_size=batch_size)
         return total
 
     def _check_geometry(self, batch: AVBatch) -> None:

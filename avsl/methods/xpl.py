@@ -213,7 +213,7 @@ class XPL(LocalizationMethod):
             )
         data = batch["unlabeled"]
         image, audio = data["image"], data["audio"]
-        keys = hash_ids(data["sample_id"], image.device)
+        keys = hash_ids(data["sample_id"])  # on the host: the banks look keys up there (no device sync)
         peers = self._peers()
         epoch = self.current_epoch
 
@@ -288,18 +288,19 @@ class XPL(LocalizationMethod):
         self.reliability.write(all_keys, all_score)
 
     def _sync_updates(self, *tensors: Tensor) -> tuple[Tensor, ...]:
-        """All-gather rows (B_r, ...) from every process in rank order (batch sizes may differ across processes)."""
+        """All-gather rows (B_r, ...) from every process in rank order (batch sizes may differ across processes).
+        Host tensors (the keys) travel through the module's device and come back to the host."""
         world = self.trainer.world_size if self._trainer is not None else 1
         if world == 1:
             return tensors
-        size = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
+        size = torch.tensor([tensors[0].shape[0]], device=self.device)
         sizes = [int(s) for s in torch.as_tensor(self.all_gather(size)).flatten().tolist()]
         longest = max(sizes)
         out = []
         for t in tensors:
-            padded = torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])])
+            padded = torch.cat([t, t.new_zeros(longest - t.shape[0], *t.shape[1:])]).to(self.device)
             rows = torch.as_tensor(self.all_gather(padded))  # (world, longest, ...)
-            out.append(torch.cat([rows[r, : sizes[r]] for r in range(world)]))
+            out.append(torch.cat([rows[r, : sizes[r]] for r in range(world)]).to(t.device))
         return tuple(out)
 
 

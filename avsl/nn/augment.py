@@ -91,11 +91,14 @@ def color_jitter(
     b = images.shape[0]
     u = torch.rand(b, 4, 1, 1, 1, device=images.device, generator=generator).to(images.dtype)
     factors = 1.0 + strength * (2.0 * u[:, :3] - 1.0)
-    weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
+
+    def luma(x: Tensor) -> Tensor:  # ITU-R BT.601 weights, as torchvision's rgb_to_grayscale
+        return 0.299 * x[:, 0:1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+
     out = (images * factors[:, 0]).clamp(0.0, 1.0)  # brightness
-    mean = (out * weights).sum(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True)
+    mean = luma(out).mean(dim=(2, 3), keepdim=True)
     out = ((out - mean) * factors[:, 1] + mean).clamp(0.0, 1.0)  # contrast
     if saturation:
-        grey = (out * weights).sum(dim=1, keepdim=True)
+        grey = luma(out)
         out = ((out - grey) * factors[:, 2] + grey).clamp(0.0, 1.0)
     return torch.where(u[:, 3] < p, out, images)

@@ -44,13 +44,23 @@ def hash_ids(sample_ids: Sequence[str] | Sequence[int] | Tensor, device: torch.d
     return sample_ids_to_tensor(sample_ids, n, device or torch.device("cpu"))
 
 
+def _device_index(values: list[int], device: torch.device) -> Tensor:
+    """A host list as an int64 tensor on ``device``. On CUDA through pinned memory with a non-blocking copy: a copy
+    from pageable memory would make the host wait for the device (torch.cuda.set_sync_debug_mode reports it)."""
+    host = torch.tensor(values, dtype=torch.int64)
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
 class PseudoLabelBank(nn.Module):
     """One stored tensor per sample, keyed by int64 sample keys (see :func:`hash_ids`).
 
     Two buffers hold the content: ``keys`` (N,) int64 and ``values`` (N, *shape) float, in insertion order; the
     per-entry ``shape`` is fixed by the first :meth:`write`. The bank grows when unknown keys are written, and
     loading a state dict resizes it to the saved size, so checkpoints of any size restore into a freshly built
-    (empty) bank. A Python dict from key to row makes lookups O(batch); it is rebuilt after loading.
+    (empty) bank. A Python dict from key to row makes lookups O(batch); it is rebuilt after loading. Keys given on the
+    host (CPU, as :func:`hash_ids` returns them) keep lookups and writes free of device synchronisations.
 
     Writing the same key twice in one call keeps the first occurrence (a ``DistributedSampler`` pads an epoch with
     repeats of early samples; they carry the same sample).
@@ -81,7 +91,7 @@ class PseudoLabelBank(nn.Module):
     def rows(self, keys: Tensor) -> Tensor:
         """Row of every key (B,) in the bank, -1 where unknown (on the bank's device)."""
         index = self._index()
-        return torch.tensor([index.get(k, -1) for k in keys.tolist()], dtype=torch.long, device=self.values.device)
+        return _device_index([index.get(k, -1) for k in keys.tolist()], self.values.device)
 
     def read(self, keys: Tensor) -> tuple[Tensor, Tensor]:
         """``(values (B, *shape), found (B,) bool)``; unknown keys read as zeros (the bank must not be empty)."""
@@ -89,9 +99,9 @@ class PseudoLabelBank(nn.Module):
             raise RuntimeError("the bank is empty: write before reading")
         rows = self.rows(keys)
         found = rows >= 0
-        out = self.values[rows.clamp_min(0)].clone()
-        out[~found] = 0
-        return out, found
+        out = self.values[rows.clamp_min(0)]
+        # torch.where, not out[~found] = 0: a boolean index would wait for the device to count the unknown keys
+        return torch.where(found.view(-1, *([1] * (out.dim() - 1))), out, torch.zeros_like(out)), found
 
     def write(self, keys: Tensor, values: Tensor) -> None:
         """Store ``values`` (B, *shape) under ``keys`` (B,): overwrite known keys, append new ones."""
@@ -114,15 +124,12 @@ class PseudoLabelBank(nn.Module):
             self.keys = self.keys.to(values.device)
         values = values.to(self.values.device, self.values.dtype)
         if known:
-            src = torch.tensor([p for p, _ in known], dtype=torch.long, device=values.device)
-            dst = torch.tensor([r for _, r in known], dtype=torch.long, device=values.device)
-            self.values[dst] = values[src]
+            src = _device_index([p for p, _ in known], values.device)
+            self.values[_device_index([r for _, r in known], values.device)] = values[src]
         if new:
-            src = torch.tensor([p for p, _ in new], dtype=torch.long, device=values.device)
             start = len(self)
-            new_keys = torch.tensor([k for _, k in new], dtype=torch.int64, device=self.keys.device)
-            self.keys = torch.cat([self.keys, new_keys])
-            self.values = torch.cat([self.values, values[src]])
+            self.keys = torch.cat([self.keys, _device_index([k for _, k in new], self.keys.device)])
+            self.values = torch.cat([self.values, values[_device_index([p for p, _ in new], values.device)]])
             for offset, (_, k) in enumerate(new):
                 index[k] = start + offset
 

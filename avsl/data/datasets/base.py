@@ -185,7 +185,7 @@ class AVDataset(Dataset[AVSample]):
         return sample
 
     def _load_image(self, entry: Entry) -> Tensor:
-        return load_image(entry.image)
+        return load_image(entry.image, self.image_size)
 
     def _load_mask(self, entry: Entry) -> Tensor | None:
         return None if entry.mask is None else load_mask(entry.mask)

@@ -1,0 +1,80 @@
+"""Tiny methods and data for checking a method quickly: avsl's contract test and ``benchmarks/gpu_check.py`` use them,
+and so can a user's tests of their own subclass.
+
+    from avsl.testing import tiny_args, tiny_data
+    model = MyMethod(**tiny_args(MyMethod))   # tiny_cnn encoders, 64-px frames, 0.5-s clips at 16 kHz
+    pl.Trainer(max_steps=2).fit(model, datamodule=tiny_data())
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from avsl.data import AVDataModule, SynthAV, split_labeled
+from avsl.lightning_cli import resolve_config
+from avsl.methods import LocalizationMethod, method_class
+from avsl.methods.base import inner_methods
+
+__all__ = ["SHRINK", "config_args", "tiny_args", "tiny_data"]
+
+#: Tiny values of the constructor arguments that set a method's size and signal. A method's tiny arguments are derived
+#: from its signature (the arguments it takes) and its config (the methods a wrapper wraps, with their arguments):
+#: adding a method adds nothing here.
+SHRINK: dict[str, Any] = {
+    "vision_backbone": "tiny_cnn",
+    "audio_backbone": "tiny_cnn",
+    "audio_frontend": "logmel",
+    "vision_out_index": -1,
+    "embed_dim": 16,
+    "audio_hidden_dim": 32,
+    "proj_dim": 32,
+    "pred_hidden_dim": 16,
+    "pcm_cycles": 1,
+    "mask_grid": 4,
+    "affinity_dim": 8,
+    "affinity_radius": 2,
+    "seg_hidden": 8,
+    "warmup_epochs": 0,  # XPL: the cross loss runs in a 2-step test
+    "sample_rate": 16000,  # the signal of tiny_data()
+    "frame_size": (64, 64),
+    "duration": 0.5,
+}
+
+
+def config_args(config: str) -> dict[str, Any]:
+    """``model.init_args`` of a method config: a shipped name (``"ezvsl"``, ``"methods/xpl_synthav.yaml"``) or a
+    path."""
+    spec = yaml.safe_load(Path(resolve_config(config)).read_text())
+    return dict(spec["model"].get("init_args") or {})
+
+
+def tiny_args(cls: type[LocalizationMethod], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Tiny constructor arguments of ``cls``: the :data:`SHRINK` values of the arguments it takes; for a wrapper
+    (an argument ``X`` naming a method beside an ``X_args`` dict) also ``X`` from ``config`` and tiny ``X_args``: the
+    config's, shrunk."""
+    params = inspect.signature(cls).parameters
+    out = {k: v for k, v in SHRINK.items() if k in params}
+    for key, name in inner_methods(cls, config or {}).items():
+        inner_config = dict((config or {}).get(key) or {})
+        out[key.removesuffix("_args")] = name
+        out[key] = {**inner_config, **tiny_args(method_class(name), inner_config)}
+    return out
+
+
+def tiny_data(
+    batch_size: int = 4,
+    num_clips: int = 12,
+    image_size: int = 64,
+    duration: float = 0.5,
+    labeled_fraction: float = 0.34,
+) -> AVDataModule:
+    """SynthAV clips in an :class:`AVDataModule`: ``num_clips`` training clips (a ``labeled_fraction`` of them
+    labeled, for semi-supervised methods) and half as many for validation, test and predict."""
+    annotated = SynthAV(num_clips=num_clips, seed=0, image_size=image_size, duration=duration)
+    labeled, unlabeled = split_labeled(annotated, labeled_fraction, seed=0)
+    evaluation = SynthAV(num_clips=num_clips // 2, seed=1, image_size=image_size, duration=duration)
+    return AVDataModule(unlabeled, labeled, val=evaluation, test=evaluation, batch_size=batch_size)
