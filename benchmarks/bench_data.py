@@ -4,7 +4,8 @@ Writes a folder of generated clips in the VGG-SS layout (``frames/<id>.jpg``, ``
 ``vggss.json`` schema), then times ``VGGSSDataset.__getitem__`` in one process with one torch thread, which is what a
 ``DataLoader`` worker runs (PyTorch sets one intra-op thread per worker). Reported per stage:
 
-- ``image``: JPEG decode + resize to ``image_size``;
+- ``image``: JPEG decode + resize to ``image_size``, in 8 bits before the conversion to float (what the reader does,
+  ``load_image(path, size)``) and, for comparison, converted to float first and then resized;
 - ``audio``: WAV decode + resample of the window (what the reader does), and of the whole clip for comparison;
 - ``sample``: the whole ``__getitem__`` (decode, GT map, mask), without and with ``JointRandomCropFlip``.
 
@@ -108,7 +109,10 @@ def main() -> None:
         plain[0]  # warm-up (lazy imports, allocator)
         num = round(args.duration * args.sample_rate)
         results = {
-            "image (decode + resize)": rate_of(
+            "image, resized in 8 bits (the reader)": rate_of(
+                lambda i: load_image(frames[i], args.image_size), n, args.repeats
+            ),
+            "image, float then resized": rate_of(
                 lambda i: resize_image(load_image(frames[i]), args.image_size), n, args.repeats
             ),
             "audio (window decode + resample)": rate_of(
