@@ -13,6 +13,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from avsl import __version__
 
@@ -31,8 +32,10 @@ commands:
   validate     evaluate on the validation set
   test         evaluate on the test set
   predict      write heatmaps of the predict set
-  localize     heatmap overlays for one image + audio file (or a video) from a checkpoint
+  localize     heatmaps from a checkpoint: overlays for an image + audio file, or an overlay video
   export       write a checkpoint's model as safetensors weights + a YAML config (no pickles)
+  prepare      turn a folder of downloaded videos into a dataset (vggsound, flickr, avsbench, folder)
+  shard        write a prepared dataset as litdata streaming shards (training on many machines)
   synth        write a SynthAV dataset to disk in the common benchmark layout
   quickstart   train and evaluate EZ-VSL on SynthAV on a CPU, with baselines and pictures
   configs      list the configs shipped with avsl
@@ -68,37 +71,158 @@ def _export(argv: list[str]) -> int:
 def _localize(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="avsl localize",
-        description="Write heatmap overlays of a trained method for one image and audio file, or for a video.",
+        usage="avsl localize --ckpt CKPT --out DIR (--image IMG --audio WAV | --video FILE) [options]",
+        description="Heatmaps of a trained method. For an image and an audio file: DIR/<stem>_overlay.png (frame | "
+        "overlay), <stem>_heatmap.png and <stem>_heatmap.npy. For a video: every frame, with the audio window of the "
+        "model's training centred on it; DIR/<stem>_overlay.mp4 (the video at its own resolution with the heatmap "
+        "blended in, and its sound) and DIR/<stem>_heatmaps.npy (the maps, frames x height x width, in [0, 1]). "
+        "Frames and audio are prepared as the model was trained (its frame size, sample rate and window, saved in "
+        "the checkpoint).",
     )
-    parser.add_argument("--ckpt", required=True, help="checkpoint written by avsl (any method or subclass)")
-    parser.add_argument("--image", help="frame (jpg/png)")
-    parser.add_argument("--audio", help="audio file (wav, flac, ...; resampled to the model's rate)")
-    parser.add_argument("--video", help="a video file instead of --image/--audio: one overlay per --stride seconds")
-    parser.add_argument("--stride", type=float, default=1.0, help="seconds between video frames (default 1.0)")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--image-size", type=int, default=None, help="frame size (default: the training size)")
-    parser.add_argument("--duration", type=float, default=None, help="audio window in s (default: training window)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--ckpt", required=True, help="checkpoint written by avsl, or an `avsl export` folder")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
+    pair = parser.add_argument_group("one image and audio file")
+    pair.add_argument("--image", metavar="IMG", help="frame (jpg/png)")
+    pair.add_argument("--audio", metavar="WAV", help="audio file (wav, flac, ...; resampled to the model's rate)")
+    pair.add_argument("--image-size", type=int, metavar="PX", help="frame size (default: the training size)")
+    pair.add_argument("--duration", type=float, metavar="S", help="audio window in s (default: the training window)")
+    clip = parser.add_argument_group("a video")
+    clip.add_argument("--video", metavar="FILE", help="a video with sound (mp4, mkv, webm, ...)")
+    clip.add_argument("--fps", type=float, metavar="F", help="output frames per second (default: the video's)")
+    clip.add_argument("--batch-size", type=int, default=16, metavar="N", help="frames per forward pass (default 16)")
+    clip.add_argument("--frames", action="store_true", help="also write each frame's files as --image does (PNGs)")
+    clip.add_argument("--quiet", action="store_true", help="no progress bar")
+    clip.add_argument("--stride", type=float, default=None, help=argparse.SUPPRESS)  # replaced by --fps
     ns = parser.parse_args(argv)
     if (ns.video is None) == (ns.image is None or ns.audio is None):
         parser.error("give either --image and --audio, or --video")
-    from avsl.localize import localize_files
+    if ns.video is None:
+        from avsl.localize import localize_files
 
-    written = localize_files(
-        ckpt=ns.ckpt,
-        out=ns.out,
-        image=ns.image,
-        audio=ns.audio,
-        video=ns.video,
-        stride=ns.stride,
-        image_size=ns.image_size,
-        duration=ns.duration,
+        written = localize_files(
+            ckpt=ns.ckpt,
+            out=ns.out,
+            image=ns.image,
+            audio=ns.audio,
+            image_size=ns.image_size,
+            duration=ns.duration,
+            device=ns.device,
+            trust=ns.trust_checkpoint,
+        )
+        for path in written:
+            print(path)
+        return 0
+    if ns.stride is not None:
+        parser.error("--stride is gone: --video now localizes every frame; --fps 1 gives one frame per second")
+    if ns.image_size is not None or ns.duration is not None:
+        parser.error("--image-size and --duration apply to --image/--audio; a video uses the checkpoint's signal")
+    if ns.batch_size < 1:
+        parser.error(f"--batch-size must be >= 1, got {ns.batch_size}")
+    from avsl.localize import localize_video, video_outputs
+    from avsl.methods import load_method
+
+    model = load_method(ns.ckpt, map_location=ns.device, trust=ns.trust_checkpoint)
+    maps = localize_video(
+        model,
+        ns.video,
+        ns.out,
+        fps=ns.fps,
+        batch_size=ns.batch_size,
         device=ns.device,
-        trust=ns.trust_checkpoint,
+        progress=not ns.quiet,
+        frames=ns.frames,
     )
-    for path in written:
+    for path in video_outputs(ns.out, ns.video):
         print(path)
+    if ns.frames:
+        stem = Path(ns.out) / Path(ns.video).stem
+        print(f"{stem}_0000_overlay.png ... {stem}_{len(maps) - 1:04d}_overlay.png (and _heatmap.png, _heatmap.npy)")
+    return 0
+
+
+def _prepare(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="avsl prepare",
+        description="Turn a folder of downloaded videos into the layout of avsl's readers: frames, 16-kHz mono WAVs, "
+        "a report (ROOT/prepare_report.json) and the ids of each shipped split list still missing (ROOT/missing/). "
+        "Resumable: a second run skips finished clips and redoes half-written ones. See docs/getting_data.md.",
+    )
+    parser.add_argument("benchmark", choices=["vggsound", "flickr", "avsbench", "folder"])
+    parser.add_argument("--videos", required=True, help="folder of downloaded videos (searched recursively)")
+    parser.add_argument("--out", required=True, help="dataset root to write")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: every core)")
+    parser.add_argument("--split", default=None, help="only the ids of this shipped split list (or id file)")
+    parser.add_argument("--frame-time", type=float, default=5.0, help="vggsound: second of the frame (default 5.0)")
+    parser.add_argument(
+        "--seconds", type=float, default=None, help="sound to keep (vggsound: 10; flickr: all; folder: 3 per frame)"
+    )
+    parser.add_argument("--min-seconds", type=float, default=3.0, help="skip clips with less sound (default 3)")
+    parser.add_argument("--subset", choices=["s4", "ms3"], default="s4", help="avsbench: S4 or MS3")
+    parser.add_argument("--meta", default=None, help="avsbench: the benchmark's metadata csv (name, category, split)")
+    parser.add_argument("--frames-per-clip", type=int, default=1, help="folder: evenly spaced frames per video")
+    parser.add_argument("--overwrite", action="store_true", help="redo clips that are already done")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    ns = parser.parse_args(argv)
+    from avsl.data.prepare import prepare
+
+    report = prepare(
+        ns.benchmark,
+        ns.videos,
+        ns.out,
+        workers=ns.workers,
+        split=ns.split,
+        frame_time=ns.frame_time,
+        seconds=ns.seconds,
+        min_seconds=ns.min_seconds,
+        subset=ns.subset,
+        meta_csv=ns.meta,
+        frames_per_clip=ns.frames_per_clip,
+        overwrite=ns.overwrite,
+        progress=not ns.quiet,
+    )
+    print(report.summary())
+    print(f"report: {Path(ns.out) / 'prepare_report.json'}")
+    if report.clips == 0:
+        print(f"avsl prepare: error: no videos found in {ns.videos}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _shard(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="avsl shard",
+        description="Write a prepared dataset as litdata chunks that avsl.data.streaming.StreamingAVDataset streams "
+        "from a folder or object storage: each sample as the reader decodes it (frame at --image-size, the audio "
+        "window of --duration s, GT maps), before augmentation. Needs litdata (pip install 'avsl[stream]').",
+    )
+    parser.add_argument("root", help="the prepared dataset (avsl prepare's output, or any folder the reader takes)")
+    parser.add_argument("--out", required=True, help="output folder of the shards")
+    parser.add_argument("--reader", choices=["vggss", "flickr", "folder", "avsbench"], default="vggss")
+    parser.add_argument("--split", default=None, help="ids: a shipped list, a file, or a name under ROOT/splits")
+    parser.add_argument("--annotations", default=None, help="boxes: 'vggss', 'flickr' or a JSON/XML folder")
+    parser.add_argument("--subset", choices=["s4", "ms3"], default="s4", help="avsbench: S4 or MS3")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--sample-rate", type=int, default=16000)
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds of audio per sample")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: every core)")
+    ns = parser.parse_args(argv)
+    from avsl.data import AVSBenchDataset, FlickrSoundNetDataset, FolderDataset, VGGSSDataset
+    from avsl.data.streaming import write_shards
+
+    # samples a list names but the folder lacks are left out and counted (avsl prepare's report lists them)
+    common: dict[str, Any] = {"image_size": ns.image_size, "sample_rate": ns.sample_rate, "duration": ns.duration}
+    common["on_error"] = "skip"
+    if ns.reader == "avsbench":
+        dataset: Any = AVSBenchDataset(ns.root, subset=ns.subset, split=ns.split or "train", **common)
+    else:
+        reader = {"vggss": VGGSSDataset, "flickr": FlickrSoundNetDataset, "folder": FolderDataset}[ns.reader]
+        dataset = reader(ns.root, split=ns.split, annotations=ns.annotations, **common)
+    out = write_shards(dataset, ns.out, workers=ns.workers)
+    print(f"wrote {len(dataset):,} samples of {dataset!r} as shards to {out}")
+    if len(dataset.skipped):
+        print(f"left out: {dataset.skipped.summary()}")
     return 0
 
 
@@ -194,7 +318,15 @@ def _configs(argv: list[str]) -> int:
     return 0
 
 
-_EXTRA = {"localize": _localize, "export": _export, "synth": _synth, "quickstart": _quickstart, "configs": _configs}
+_EXTRA = {
+    "localize": _localize,
+    "export": _export,
+    "prepare": _prepare,
+    "shard": _shard,
+    "synth": _synth,
+    "quickstart": _quickstart,
+    "configs": _configs,
+}
 
 
 def _lightning(args: list[str]) -> int:

@@ -9,9 +9,12 @@ and so can a user's tests of their own subclass.
 from __future__ import annotations
 
 import inspect
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from avsl.data import AVDataModule, SynthAV, split_labeled
@@ -19,7 +22,7 @@ from avsl.lightning_cli import resolve_config
 from avsl.methods import LocalizationMethod, method_class
 from avsl.methods.base import inner_methods
 
-__all__ = ["SHRINK", "config_args", "tiny_args", "tiny_data"]
+__all__ = ["SHRINK", "config_args", "tiny_args", "tiny_data", "write_video"]
 
 #: Tiny values of the constructor arguments that set a method's size and signal. A method's tiny arguments are derived
 #: from its signature (the arguments it takes) and its config (the methods a wrapper wraps, with their arguments):
@@ -78,3 +81,55 @@ def tiny_data(
     labeled, unlabeled = split_labeled(annotated, labeled_fraction, seed=0)
     evaluation = SynthAV(num_clips=num_clips // 2, seed=1, image_size=image_size, duration=duration)
     return AVDataModule(unlabeled, labeled, val=evaluation, test=evaluation, batch_size=batch_size)
+
+
+def write_video(
+    path: str | os.PathLike[str],
+    frames: np.ndarray | Sequence[np.ndarray],
+    fps: int = 25,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    video_codec: str = "libx264",
+    audio_codec: str = "aac",
+    times: Sequence[float] | None = None,
+) -> None:
+    """Encode a video with PyAV: ``frames`` (T, H, W, 3) uint8 at ``fps`` (or at ``times`` seconds: a variable frame
+    rate), and ``audio`` (C, N) float in [-1, 1] at ``sample_rate`` (None: no audio stream). Odd frame sizes are
+    fine (yuv444p for H.264; yuv420p otherwise needs even sides). The container follows the suffix (.mp4, .webm,
+    .mkv, .avi, .mov)."""
+    from fractions import Fraction
+
+    import av
+
+    layouts = {1: "mono", 2: "stereo", 6: "5.1"}
+    with av.open(str(path), mode="w") as container:
+        video: Any = container.add_stream(video_codec, rate=fps)  # a VideoStream (PyAV types it by codec literal)
+        height, width = frames[0].shape[:2]
+        video.width, video.height = width, height
+        odd = height % 2 or width % 2
+        video.pix_fmt = "yuv444p" if odd and video_codec == "libx264" else "yuv420p"
+        if times is not None:  # millisecond timestamps, for the stream and the encoder
+            video.time_base = video.codec_context.time_base = Fraction(1, 1000)
+        sound: Any = None
+        if audio is not None:
+            sound = container.add_stream(audio_codec, rate=sample_rate, layout=layouts[audio.shape[0]])
+        for i, picture in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            if times is not None:
+                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if sound is not None and audio is not None:
+            # the encoder's own sample format: planar (C, N) or packed (1, C * N), float or 16-bit
+            fmt = sound.codec_context.codec.audio_formats[0].name
+            wave = audio.astype(np.float32)
+            if fmt.startswith("s16"):
+                wave = (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
+            step = 1024
+            for start in range(0, wave.shape[1], step):
+                block = wave[:, start : start + step]
+                block = block if fmt.endswith("p") else block.T.reshape(1, -1)
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=fmt, layout=layouts[len(wave)])
+                chunk.sample_rate, chunk.pts = sample_rate, start
+                container.mux(sound.encode(chunk))
+            container.mux(sound.encode(None))

@@ -10,6 +10,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
+from avsl.testing import write_video as avsl_write_video
+
 RATE = 16000
 
 
@@ -120,36 +122,12 @@ def write_video(
     audio_rate: int = 22050,
 ) -> Path:
     """A small video whose frame i is a flat grey of level ``20 + 10 * i`` and whose audio is a 440 Hz stereo tone."""
-    import av
-
     path.parent.mkdir(parents=True, exist_ok=True)
     width, height = size
-    n_frames = round(seconds * fps)
-    with av.open(str(path), mode="w") as container:
-        vstream = container.add_stream(video_codec, rate=fps)
-        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
-        astream = container.add_stream(audio_codec, rate=audio_rate, layout="stereo") if audio else None
-        for i in range(n_frames):
-            img = np.full((height, width, 3), min(20 + 10 * i, 255), dtype=np.uint8)
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                container.mux(packet)
-        for packet in vstream.encode(None):
-            container.mux(packet)
-        if astream is not None:
-            wave = tone(seconds, audio_rate, 440.0, channels=2).T.copy()  # (C, T) planar
-            fmt = "fltp" if audio_codec == "aac" else "s16p"
-            block = 1024
-            for start in range(0, wave.shape[1], block):
-                chunk = wave[:, start : start + block]
-                if fmt == "s16p":
-                    chunk = (chunk * 32767).astype(np.int16)
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format=fmt, layout="stereo")
-                frame.sample_rate = audio_rate
-                frame.pts = start
-                for packet in astream.encode(frame):
-                    container.mux(packet)
-            for packet in astream.encode(None):
-                container.mux(packet)
+    levels = [min(20 + 10 * i, 255) for i in range(round(seconds * fps))]
+    frames = np.stack([np.full((height, width, 3), level, dtype=np.uint8) for level in levels])
+    wave = tone(seconds, audio_rate, 440.0, channels=2).T.copy() if audio else None  # (C, T)
+    avsl_write_video(path, frames, fps, wave, audio_rate, video_codec, audio_codec)
     return path
 
 

@@ -91,10 +91,11 @@ def test_validate_test_predict_and_localize(tmp_path: Path) -> None:
     assert heat.shape == (64, 64) and heat.min() >= 0.0 and heat.max() <= 1.0
     assert (tmp_path / "o" / f"{frame.stem}_overlay.png").is_file()
 
-    # and a video file: one overlay per second
+    # and a video file: an overlay video and a map for each of its 20 frames (2 s at 10 fps)
     video = write_video(tmp_path / "clip.mp4", seconds=2.0)
     assert main(["localize", "--ckpt", str(ckpt), "--video", str(video), "--out", str(tmp_path / "v")]) == 0
-    assert len(list((tmp_path / "v").glob("*_overlay.png"))) == 2
+    assert (tmp_path / "v" / "clip_overlay.mp4").stat().st_size > 0
+    assert __import__("numpy").load(tmp_path / "v" / "clip_heatmaps.npy").shape == (20, 64, 64)
 
 
 def test_localize_needs_image_and_audio_or_video(capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,6 +216,23 @@ class AVDataModule(pl.LightningDataModule):
             rank_zero_info(f"[avsl] {'/'.join(names)} set, {what}: {summarize_skips(list(unique.values()))}")
 
     def _loader(self, dataset: Dataset[AVSample], batch_size: int, shuffle: bool, drop_last: bool) -> DataLoader[Any]:
+        streaming = sys.modules.get("avsl.data.streaming")  # imported only where litdata is installed
+        if streaming is not None and isinstance(dataset, streaming.StreamingAVDataset):
+            # litdata shards: the dataset splits itself across ranks and workers (and shuffles if it was built with
+            # shuffle=True); its loader's position is saved in checkpoints by Lightning (a stateful loader).
+            from litdata import StreamingDataLoader
+
+            # Lightning warns about any IterableDataset with a __len__ that workers might read twice; litdata gives
+            # every rank and worker its own chunks, so the warning does not apply.
+            warnings.filterwarnings("ignore", "Your `IterableDataset` has `__len__` defined", UserWarning)
+            loader: DataLoader[Any] = StreamingDataLoader(
+                dataset.for_this_process(),
+                batch_size=batch_size,
+                num_workers=self.num_workers,
+                pin_memory=self.pin_memory,
+                drop_last=drop_last,
+            )
+            return loader
         distributed = self.trainer is not None and self.trainer.world_size > 1
         sampler: EpochSampler | None = None
         if shuffle and not distributed:
