@@ -1,18 +1,21 @@
-"""Callbacks: :class:`ResumeState` (avsl adds it to every ``avsl fit``, beside :class:`avsl.viz.HeatmapLogger`) and
-:class:`ChannelsLast` (opt in: ``--trainer.callbacks+=avsl.callbacks.ChannelsLast``)."""
+"""Callbacks: :class:`ResumeState` (avsl adds it to every ``avsl fit``, beside :class:`avsl.viz.HeatmapLogger`),
+:class:`ChannelsLast` (opt in: ``--trainer.callbacks+=avsl.callbacks.ChannelsLast``) and :class:`AudioControls`
+(``avsl test --controls``)."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from torch import Tensor
 
 from avsl.data.datamodule import EpochSampler
 
-__all__ = ["ChannelsLast", "ResumeState"]
+__all__ = ["AudioControls", "ChannelsLast", "ResumeState"]
 
 
 class ResumeState(pl.Callback):
@@ -103,3 +106,73 @@ class ChannelsLast(pl.Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         pl_module.to(memory_format=torch.channels_last)
+
+
+class AudioControls(pl.Callback):
+    """Does the map depend on the sound? Tests a method on the same frames with other sounds, beside its own.
+
+    For every test batch the method also localizes with another clip's sound (clip ``i`` of the batch hears clip
+    ``i + B // 2``; a batch of one hears the previous batch's first clip), with silence and with white noise at each
+    clip's level (:func:`avsl.evaluate.control_audio`), and the centred Gaussian prior is scored on the same ground
+    truth. Each is logged beside the method's own ``test/<metric>`` as ``test/<control>/<metric>`` (cIoU, AUC, mean
+    cIoU, pointing, mIoU and F-score with masks, the extended protocol with negatives), under the method's protocol.
+    ``avsl test --controls`` adds it.
+
+    Args:
+        controls: which of ``"other"``, ``"silence"``, ``"noise"``, ``"centre"`` to run.
+        seed: seed of the noise (offset by the process rank).
+    """
+
+    def __init__(self, controls: Sequence[str] = ("other", "silence", "noise", "centre"), seed: int = 0) -> None:
+        unknown = set(controls) - {"other", "silence", "noise", "centre"}
+        if unknown:
+            raise ValueError(f"unknown audio controls {sorted(unknown)}; expected other, silence, noise, centre")
+        self.controls = tuple(controls)
+        self.seed = seed
+        self._metrics: dict[str, Any] = {}
+        self._previous: Tensor | None = None
+        self._generator = torch.Generator()
+
+    def on_test_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from avsl.metrics import EvaluationMetrics
+
+        protocol = str(getattr(pl_module, "eval_protocol", "ezvsl"))
+        self._metrics = {c: EvaluationMetrics(protocol).to(pl_module.device) for c in self.controls}
+        self._generator.manual_seed(self.seed + trainer.global_rank)
+        self._previous = None
+
+    def on_test_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        from avsl.evaluate import centre_gaussian, control_audio
+        from avsl.methods.base import LocalizationMethod
+
+        if not isinstance(pl_module, LocalizationMethod):
+            raise TypeError("AudioControls tests avsl methods (LocalizationMethod subclasses)")
+        image, audio = batch["image"], batch["audio"]
+        for control, metrics in self._metrics.items():
+            if control == "centre":
+                h, w = image.shape[-2:]
+                raw = centre_gaussian(h, w).to(image.device).expand(image.shape[0], h, w)
+                metrics.update(raw, raw, batch)
+                continue
+            if control == "other" and audio.shape[0] == 1:
+                if self._previous is None:
+                    continue  # a first batch of one clip has no other sound to hear
+                heard = self._previous[:1]
+            else:
+                heard = control_audio(audio, control, self._generator if control == "noise" else None)
+            raw = pl_module.localize(image, heard, normalize=False)
+            metrics.update(raw, pl_module.unit_scores(raw).clamp(0.0, 1.0), batch)
+        self._previous = audio.detach()
+
+    def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        for control, metrics in self._metrics.items():
+            for key, value in metrics.compute_and_reset().items():
+                pl_module.log(f"test/{control}/{key}", value.float())

@@ -30,7 +30,8 @@ avsl {__version__}: audio-visual sound source localization with PyTorch Lightnin
 commands:
   fit          train a method (LightningCLI; e.g. avsl fit -c ezvsl -c synthav)
   validate     evaluate on the validation set
-  test         evaluate on the test set
+  test         evaluate on the test set (--controls: also with another clip's sound, silence, noise, and the
+               centre prior, side by side)
   predict      write heatmaps of the predict set
   localize     heatmaps from a checkpoint: overlays for an image + audio file, or an overlay video
   export       write a checkpoint's model as safetensors weights + a YAML config (no pickles)
@@ -340,6 +341,11 @@ def _lightning(args: list[str]) -> int:
             "you trust that needs more, load it in Python (avsl.methods.load_method(path, trust=True)), or convert "
             "it once with `avsl export --trust-checkpoint --ckpt PATH --out DIR` and load DIR"
         )
+    if "--controls" in args:
+        # `avsl test --controls`: the audio controls beside the method's own scores (avsl.callbacks.AudioControls)
+        if args[0] != "test":
+            raise ValueError("--controls is an option of avsl test")
+        args = [a for a in args if a != "--controls"] + ["--trainer.callbacks+=avsl.callbacks.AudioControls"]
     AVSLCLI([*args, "--weights_only=true"])
     return 0
 

@@ -9,14 +9,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from avsl.metrics import AVSBenchFScore, AVSBenchMIoU, CIoU, Pointing
-from avsl.nn.maps import minmax_normalize
+from avsl.metrics import EvaluationMetrics
 from avsl.types import AVBatch, AVSample
 
 if TYPE_CHECKING:
     from avsl.methods.base import LocalizationMethod
 
-__all__ = ["OtherSound", "centre_gaussian", "evaluate", "evaluate_controls", "uniform"]
+__all__ = ["CONTROLS", "OtherSound", "centre_gaussian", "control_audio", "evaluate", "evaluate_controls", "uniform"]
 
 
 def centre_gaussian(height: int, width: int, sigma: float = 0.25) -> Tensor:
@@ -42,31 +41,47 @@ def evaluate(
     Returns ``"<protocol>/ciou"``, ``"<protocol>/auc"`` and ``"<protocol>/mean_ciou"`` for every protocol with a
     ``gt_map`` in the batches, ``"pointing"`` (the pointing rate over samples with a non-empty GT, see
     :class:`~avsl.metrics.Pointing`) on the same maps, and ``"miou"`` / ``"fscore"`` (AVSBench rules, dataset-level)
-    when they carry masks.
+    when they carry masks. Negatives (``num_sources == 0``) are kept out of all of these; a set with negatives also
+    gets SLAVC's extended protocol (``"ap"``, ``"max_f1"``, ``"f1"``, ``"precision_at_50"``, ``"num_negative"``),
+    which reads the maps as fixed-range scores in [0, 1] (values outside are clamped): give maps in that range
+    (``LocalizationMethod.unit_scores``, as :func:`evaluate_controls` does).
     """
-    cious = {p: CIoU(protocol=p) for p in protocols}
-    pointing = Pointing()
-    miou, fscore = AVSBenchMIoU(reduction="dataset"), AVSBenchFScore(reduction="dataset")
+    stages = {p: EvaluationMetrics(p) for p in protocols}
     for batch in batches:
         maps = heatmap_fn(batch).float().cpu()
-        if "gt_map" in batch:
-            for metric in cious.values():
-                metric.update(maps, batch["gt_map"].cpu(), batch["sample_id"])
-            pointing.update(maps, batch["gt_map"].cpu(), batch["sample_id"])
-        if "mask" in batch:
-            logits = torch.logit(minmax_normalize(maps).clamp(1e-6, 1 - 1e-6))
-            miou.update(logits, batch["mask"].cpu(), batch["sample_id"])
-            fscore.update(logits, batch["mask"].cpu(), batch["sample_id"])
+        cpu: AVBatch = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in batch.items()}  # type: ignore[assignment]
+        for metrics in stages.values():
+            metrics.update(maps, maps.clamp(0.0, 1.0), cpu)
     results: dict[str, float] = {}
-    for protocol, metric in cious.items():
-        if metric.update_count:
-            results.update({f"{protocol}/{k}": float(v) for k, v in metric.compute().items()})
-    if pointing.update_count:
-        results["pointing"] = float(pointing.compute()["pointing"])
-    if miou.update_count:
-        results["miou"] = float(miou.compute())
-        results["fscore"] = float(fscore.compute())
+    for i, (protocol, metrics) in enumerate(stages.items()):
+        for key, value in metrics.compute_and_reset().items():
+            if key in ("ciou", "auc", "mean_ciou", "num_samples", "num_nan"):
+                results[f"{protocol}/{key}"] = float(value)
+            elif i == 0:  # the same for every protocol
+                results[key] = float(value)
     return results
+
+
+def control_audio(audio: Tensor, control: str, generator: torch.Generator | None = None) -> Tensor:
+    """The sound a batch is heard with under an audio control: ``"right"`` (its own), ``"other"`` (clip ``i`` hears
+    clip ``i + B // 2`` of the batch), ``"silence"`` (zeros) or ``"noise"`` (white noise at each clip's RMS level)."""
+    if control == "right":
+        return audio
+    if control == "other":
+        if audio.shape[0] < 2:
+            raise ValueError("the 'other' sound control needs batches of at least 2 clips")
+        return audio.roll(-(audio.shape[0] // 2), dims=0)
+    if control == "silence":
+        return torch.zeros_like(audio)
+    if control == "noise":
+        rms = audio.float().pow(2).mean(dim=-1, keepdim=True).sqrt()
+        noise = torch.randn(audio.shape, generator=generator, device=audio.device if generator is None else "cpu")
+        return (noise.to(audio.device) * rms).to(audio.dtype)
+    raise ValueError(f"unknown audio control {control!r}; expected one of {CONTROLS}")
+
+
+#: The audio controls, in report order.
+CONTROLS = ("right", "other", "silence", "noise")
 
 
 class OtherSound(Dataset[AVSample]):
@@ -98,20 +113,31 @@ def evaluate_controls(
     dataset: Dataset[AVSample],
     protocols: Sequence[str] = ("sspl",),
     batch_size: int = 100,
+    seed: int = 0,
 ) -> dict[str, dict[str, float]]:
-    """Does the map follow the sound? ``evaluate`` a method on ``dataset`` three ways, side by side.
+    """Does the map follow the sound? ``evaluate`` a method on ``dataset`` with four sounds and a prior, side by side.
 
-    Returns ``{"right": ..., "other": ..., "centre": ...}``: the method with each clip's own sound, the method with
-    another clip's sound (:class:`OtherSound`), and the centred Gaussian prior (:func:`centre_gaussian`), each a dict
-    of :func:`evaluate` (cIoU, AUC and mean cIoU per protocol, ``"pointing"``, and mIoU with masks). The model is put
-    in eval mode; batches go to the model's device.
+    Returns ``{"right": ..., "other": ..., "silence": ..., "noise": ..., "centre": ...}``: the method with each clip's
+    own sound, with another clip's sound (:class:`OtherSound`: clip ``i`` hears clip ``i + N // 2``), with silence,
+    with white noise at the clip's level (:func:`control_audio`, drawn from ``seed``), and the centred Gaussian prior
+    (:func:`centre_gaussian`), each a dict of :func:`evaluate` (cIoU, AUC and mean cIoU per protocol, ``"pointing"``,
+    mIoU with masks, and the extended protocol when the set has negatives). A map that depends on the sound scores
+    well with the right sound only. The model is put in eval mode; batches go to the model's device.
     """
     model.eval()
     device = model.device
+    generator = torch.Generator().manual_seed(seed)
 
-    def maps(batch: AVBatch) -> Tensor:
-        out: Tensor = model.localize(batch["image"].to(device), batch["audio"].to(device), normalize=False)
-        return out
+    def maps(control: str) -> Callable[[AVBatch], Tensor]:
+        def run(batch: AVBatch) -> Tensor:
+            audio = (
+                batch["audio"] if control in ("right", "other") else control_audio(batch["audio"], control, generator)
+            )
+            raw = model.localize(batch["image"].to(device), audio.to(device), normalize=False)
+            out: Tensor = model.unit_scores(raw).clamp(0.0, 1.0)
+            return out
+
+        return run
 
     right = list(DataLoader(dataset, batch_size=batch_size))
     if not right:
@@ -119,7 +145,9 @@ def evaluate_controls(
     h, w = right[0]["image"].shape[-2:]
     prior = centre_gaussian(h, w)
     return {
-        "right": evaluate(maps, right, protocols),
-        "other": evaluate(maps, DataLoader(OtherSound(dataset), batch_size=batch_size), protocols),
+        "right": evaluate(maps("right"), right, protocols),
+        "other": evaluate(maps("other"), DataLoader(OtherSound(dataset), batch_size=batch_size), protocols),
+        "silence": evaluate(maps("silence"), right, protocols),
+        "noise": evaluate(maps("noise"), right, protocols),
         "centre": evaluate(lambda b: prior.expand(b["image"].shape[0], h, w), right, protocols),
     }

@@ -220,13 +220,17 @@ def test_other_sound_pairs_each_frame_with_the_clip_half_a_set_away() -> None:
         OtherSound([data[0]])  # type: ignore[arg-type]
 
 
-def test_evaluate_controls_reports_right_other_and_centre() -> None:
+def test_evaluate_controls_reports_right_other_silence_noise_and_centre() -> None:
     # Right sound: the peak is the 32-px half holding the 12-px source, 12/32 each. Other sound (the opposite
-    # loudness): the peak is the other half, 0. The centred Gaussian peaks on the 4 middle pixels, between the sources.
+    # loudness): the peak is the other half, 0. Silence is quiet: right for the two quiet clips only. Noise at each
+    # clip's level keeps its loudness, which is all this stub hears. The centred Gaussian peaks on the 4 middle pixels,
+    # between the sources.
     results = evaluate_controls(LoudnessMap(), LoudLeft(), protocols=("sspl",), batch_size=2)  # type: ignore[arg-type]
-    assert set(results) == {"right", "other", "centre"}
+    assert set(results) == {"right", "other", "silence", "noise", "centre"}
     assert results["right"]["pointing"] == pytest.approx(12 / 32)
     assert results["other"]["pointing"] == 0.0
+    assert results["silence"]["pointing"] == pytest.approx(12 / 32 / 2)
+    assert results["noise"]["pointing"] == pytest.approx(12 / 32)
     assert results["centre"]["pointing"] == 0.0
     assert results["right"]["sspl/mean_ciou"] > results["other"]["sspl/mean_ciou"]
 

@@ -155,15 +155,14 @@ class LocalizationMethod(pl.LightningModule):
         if "gt_map" not in batch and "mask" not in batch:
             raise ValueError(f"{stage} batches need 'gt_map' or 'mask' to compute localization metrics")
         raw = self.localize(batch["image"], batch["audio"], normalize=False)
-        # slavc thresholds a fixed-range score in [0, 1] at 0.5; the other protocols normalize the raw map.
-        scores = self.unit_scores(raw).clamp(0.0, 1.0) if self.eval_protocol == "slavc" else raw
-        self._metrics(stage).update(raw, scores, batch)
+        # slavc and the extended protocol threshold a fixed-range score in [0, 1]; the others normalize the raw map.
+        self._metrics(stage).update(raw, self.unit_scores(raw).clamp(0.0, 1.0), batch)
 
     def _log_eval(self, stage: str) -> None:
         if stage in self.eval_metrics:
             metrics: EvaluationMetrics = self.eval_metrics[stage]  # type: ignore[assignment]
             for key, value in metrics.compute_and_reset().items():
-                self.log(f"{stage}/{key}", value, prog_bar=stage == "val" and key == "ciou")
+                self.log(f"{stage}/{key}", value.float(), prog_bar=stage == "val" and key == "ciou")
 
     def validation_step(self, batch: AVBatch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
