@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
+    "fnac_regularizers",
     "heatmap_bce",
     "heatmap_mass",
     "heatmap_mse",
@@ -74,6 +75,45 @@ def mil_infonce(
     logits_va = mil_similarity(visual, a_all, pool_temperature) / tau  # (B, N): each image against every audio
     logits_av = mil_similarity(v_all, audio, pool_temperature).t() / tau  # (B, N): each audio against every image
     return F.cross_entropy(logits_va, target) + F.cross_entropy(logits_av, target)
+
+
+def fnac_regularizers(
+    visual: Tensor, audio: Tensor, tau: float, threshold: float = 0.6
+) -> tuple[Tensor, Tensor, Tensor]:
+    """FNAC's false-negative-aware terms (Sun et al., CVPR 2023; OpenNLPLab/FNAC_AVL ``model.py``): how far the
+    row-softmaxes of intra-modal similarities are from those of the cross-modal MIL logits, so that pairs whose sounds
+    (or frames) are alike are not pushed apart as negatives.
+
+    With ``L[i, j] = max_x <v_i(x), a_j> / tau`` (rows: images), ``A = a a^T / tau`` (audio-audio), ``V = m m^T /
+    tau`` where ``m`` is the spatial mean of each visual map (image-image), and ``G = f f^T / tau`` where ``f`` is the
+    spatial mean of the visual map over the locations whose self map ``<v_i(x), a_i>`` is above ``threshold`` after a
+    per-sample min-max (denominator + 1e-5; a hard mask, every location counts in the mean): returns the mean absolute
+    differences ``(|sm(A) - sm(L)|, |sm(A) - sm(G)|, |sm(V) - sm(L)|)``, FNAC's FNS1, TNS and FNS2. No stop-gradient,
+    as the reference. Computed in float32.
+
+    Args:
+        visual: (B, C, h, w) L2-normalized visual maps.
+        audio: (B, C) L2-normalized audio embeddings.
+        tau: the temperature of every similarity (0.03 in FNAC).
+        threshold: the foreground threshold of ``G`` (0.6 in FNAC).
+    """
+    with torch.autocast(visual.device.type, enabled=False):
+        v, a = visual.float(), audio.float()
+        logits = mil_similarity(v, a) / tau
+        audio_sim = a @ a.t() / tau
+        mean_visual = v.mean(dim=(2, 3))
+        visual_sim = mean_visual @ mean_visual.t() / tau
+        self_map = torch.einsum("bchw,bc->bhw", v, a).flatten(1) / tau
+        lo, hi = self_map.min(dim=1, keepdim=True).values, self_map.max(dim=1, keepdim=True).values
+        mask = ((self_map - lo) / (hi - lo + 1e-5) > threshold).to(v.dtype).view(v.shape[0], 1, *v.shape[2:])
+        foreground = (v * mask).mean(dim=(2, 3))
+        foreground_sim = foreground @ foreground.t() / tau
+        p_logits, p_audio = logits.softmax(dim=1), audio_sim.softmax(dim=1)
+        return (
+            (p_audio - p_logits).abs().mean(),
+            (p_audio - foreground_sim.softmax(dim=1)).abs().mean(),
+            (visual_sim.softmax(dim=1) - p_logits).abs().mean(),
+        )
 
 
 def negcos(p: Tensor, z: Tensor) -> Tensor:

@@ -12,6 +12,7 @@ from avsl.methods.checkpoints import export_method, load_method, read_checkpoint
 # The shipped methods: one line per method (the other three files of a method are its config in
 # avsl/configs/methods/, its docs page in docs/methods/ and its module; tests/test_methods_contract.py checks them).
 from avsl.methods.ezvsl import EZVSL as EZVSL
+from avsl.methods.fnac import FNAC as FNAC
 from avsl.methods.semipl import SemiPL as SemiPL
 from avsl.methods.sspl import SSPL as SSPL
 from avsl.methods.uspl import USPL as USPL

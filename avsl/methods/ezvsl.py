@@ -10,8 +10,7 @@ from torch import Tensor
 from avsl.losses import mil_infonce
 from avsl.methods.base import LocalizationMethod, Signal
 from avsl.nn.backbones import create_backbone
-from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map
-from avsl.nn.maps import minmax_normalize
+from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, object_guided
 from avsl.types import TrainBatch
 
 __all__ = ["EZVSL", "gathered_mil_infonce"]
@@ -129,14 +128,10 @@ class EZVSL(LocalizationMethod):
         return self._object_guided(image, sim)
 
     def _object_guided(self, image: Tensor, sim: Tensor) -> Tensor:
-        # EZ-VSL test.py: minmax(alpha * minmax(AV) + (1 - alpha) * minmax(OBJ)), where OBJ is the channel mean of the
-        # absolute last-stage activations of a frozen ImageNet network. Mixing at the AV map's resolution equals mixing
-        # after bilinear align_corners=True upsampling (the reference's): that upsampling keeps each map's min and max.
         assert self.ogl is not None
         self.ogl.eval()
-        obj = self.ogl((image - self.visual.mean) / self.visual.std).abs().mean(dim=1, keepdim=True)
-        obj = torch.nn.functional.interpolate(obj, size=sim.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
-        return minmax_normalize(self.ogl_alpha * minmax_normalize(sim) + (1 - self.ogl_alpha) * minmax_normalize(obj))
+        objectness = self.ogl((image - self.visual.mean) / self.visual.std).abs().mean(dim=1, keepdim=True)
+        return object_guided(sim, objectness, self.ogl_alpha)
 
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]

@@ -8,8 +8,9 @@ from torch import Tensor, nn
 
 from avsl.nn.audio import create_frontend
 from avsl.nn.backbones import create_backbone
+from avsl.nn.maps import minmax_normalize
 
-__all__ = ["AudioEncoder", "VisualEncoder", "cosine_map", "ezvsl_init_"]
+__all__ = ["AudioEncoder", "VisualEncoder", "cosine_map", "ezvsl_init_", "object_guided"]
 
 # ImageNet statistics: every timm CNN in the registry expects inputs normalized with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -100,3 +101,13 @@ def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
     """Per-location similarity (B, h, w) of L2-normalized maps (B, D, h, w) with their paired embeddings (B, D)."""
     with torch.autocast(visual.device.type, enabled=False):  # float32 maps also under autocast (see mil_similarity)
         return torch.einsum("bchw,bc->bhw", visual.float(), audio.float())
+
+
+def object_guided(sim: Tensor, objectness: Tensor, alpha: float) -> Tensor:
+    """Object-guided localization (OGL; EZ-VSL ``test.py``, also FNAC's): ``minmax(alpha * minmax(AV) + (1 - alpha) *
+    minmax(OBJ))`` in [0, 1], where ``objectness`` (B, 1, H', W') is the channel mean of the absolute last-stage
+    activations of a frozen ImageNet network, resized to the AV map's (B, h, w) resolution (bilinear,
+    align_corners=True). Mixing at the AV map's resolution equals mixing after the references' align_corners=True
+    upsampling, which keeps each map's min and max."""
+    obj = F.interpolate(objectness, size=sim.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
+    return minmax_normalize(alpha * minmax_normalize(sim) + (1 - alpha) * minmax_normalize(obj))
