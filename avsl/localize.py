@@ -20,7 +20,7 @@ from torch import Tensor
 
 from avsl.data.datasets.base import window_at
 from avsl.data.io import DataError, decode_container_audio, load_audio, load_image
-from avsl.data.transforms import audio_window, resize_image
+from avsl.data.transforms import audio_window, resize_image, resize_uint8
 from avsl.methods import LocalizationMethod, load_method
 from avsl.viz import colorize, overlay
 
@@ -200,16 +200,10 @@ def _batches(frames: Iterator[tuple[Fraction, np.ndarray]], size: int) -> Iterat
 
 
 def _model_frames(native: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, H, W, 3) uint8 frames -> (B, 3, h, w) float32 in [0, 1] at the model's frame size.
-
-    Resized in 8 bits before the float conversion (bilinear, antialiased), exactly as
-    :func:`avsl.data.io.load_image` resizes an 8-bit image file: a frame saved as PNG and read with
-    ``load_image(png, size)`` gives the same tensor. The permuted view is channels-last, torch's fast uint8 path.
-    """
-    pixels = native.permute(0, 3, 1, 2)
-    if tuple(pixels.shape[-2:]) != size:
-        pixels = F.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=True)
-    return pixels.float().div_(255.0).contiguous()
+    """(B, H, W, 3) uint8 frames -> (B, 3, h, w) float32 in [0, 1] at the model's frame size, resized as
+    :func:`avsl.data.io.load_image` resizes an 8-bit image file (:func:`avsl.data.transforms.resize_uint8`): a frame
+    saved as PNG and read with ``load_image(png, size)`` gives the same tensor."""
+    return resize_uint8(native, size)
 
 
 # The jet colormap of avsl.viz.colorize as a 1024-entry uint8 table, and the blend in 16-bit integers: 3x faster than

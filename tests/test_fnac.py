@@ -45,7 +45,7 @@ def test_losses_and_map_equal_the_reference_with_the_same_weights() -> None:
     g = torch.Generator().manual_seed(1)
     image, wave = torch.rand(4, 3, 224, 224, generator=g), 0.1 * torch.randn(4, 48000, generator=g)
     with torch.no_grad():
-        visual, audio = model.embed(image, wave)
+        visual, audio = model.visual(image), model.audio(wave)
         losses = [mil_infonce(visual, audio, 0.03), *fnac_regularizers(visual, audio, 0.03, 0.6)]
         savl = cosine_map(visual, audio) / 0.03
     assert list(model.audio.frontend(wave).shape) == reference["spec_shape"]

@@ -31,11 +31,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
-from avsl.data.transforms import audio_window, resample, resize_image, to_mono
+from avsl.data.transforms import audio_window, resample, resize_image, resize_uint8, to_mono
 
 __all__ = [
     "AUDIO_SUFFIXES",
@@ -220,11 +219,7 @@ _EIGHT_BIT = ("RGB", "L", "1", "P", "CMYK", "YCbCr")
 def _resized_uint8(rgb: Image.Image, size: int | tuple[int, int], path: Path) -> Tensor:
     if rgb.width == 0 or rgb.height == 0:
         raise DataError(path, f"image has zero size {rgb.width}x{rgb.height}", kind="corrupt image")
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    pixels = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None]  # a channels-last view: torch's fast uint8 path
-    if tuple(pixels.shape[-2:]) != hw:
-        pixels = F.interpolate(pixels, size=hw, mode="bilinear", align_corners=False, antialias=True)
-    return pixels[0].float().div_(255.0).contiguous()
+    return resize_uint8(torch.from_numpy(np.array(rgb))[None], size)[0]
 
 
 def _image_to_array(im: Image.Image, path: Path) -> np.ndarray:

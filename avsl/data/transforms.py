@@ -31,6 +31,7 @@ __all__ = [
     "resample",
     "resize_image",
     "resize_mask",
+    "resize_uint8",
     "to_mono",
 ]
 
@@ -54,6 +55,17 @@ def resize_image(image: Tensor, size: int | tuple[int, int]) -> Tensor:
         return image
     out = F.interpolate(image[None], size=hw, mode="bilinear", align_corners=False, antialias=True)[0]
     return out.clamp_(0.0, 1.0)
+
+
+def resize_uint8(pixels: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """(B, H, W, 3) uint8 RGB -> (B, 3, h, w) float32 in [0, 1] at ``size``: resized in 8 bits before the conversion
+    to float (bilinear, antialiased), as the references resize 8-bit images with Pillow. The permuted view is
+    channels-last, torch's fast uint8 path. Image files (``load_image(path, size)``) and video frames share it."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    channels_first = pixels.permute(0, 3, 1, 2)
+    if tuple(channels_first.shape[-2:]) != hw:
+        channels_first = F.interpolate(channels_first, size=hw, mode="bilinear", align_corners=False, antialias=True)
+    return channels_first.float().div_(255.0).contiguous()
 
 
 def resize_mask(mask: Tensor, size: int | tuple[int, int]) -> Tensor:

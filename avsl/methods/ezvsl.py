@@ -125,13 +125,7 @@ class EZVSL(LocalizationMethod):
         sim = cosine_map(self.visual(image), self.audio(audio))
         if self.ogl is None or self.training:
             return sim
-        return self._object_guided(image, sim)
-
-    def _object_guided(self, image: Tensor, sim: Tensor) -> Tensor:
-        assert self.ogl is not None
-        self.ogl.eval()
-        objectness = self.ogl((image - self.visual.mean) / self.visual.std).abs().mean(dim=1, keepdim=True)
-        return object_guided(sim, objectness, self.ogl_alpha)
+        return object_guided(sim, self.ogl, self.visual.normalize(image), self.ogl_alpha)
 
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]

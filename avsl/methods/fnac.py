@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from avsl.losses import fnac_regularizers
 from avsl.methods.base import LocalizationMethod, Signal
@@ -95,32 +94,26 @@ class FNAC(LocalizationMethod):
         self.warmup_epochs = warmup_epochs
         self.gather_negatives = gather_negatives
         self.ogl_alpha = ogl_alpha
-        self.visual = VisualEncoder(vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index, embed_dim)
-        self.audio = AudioEncoder(audio_backbone, audio_frontend, sample_rate, embed_dim=embed_dim)
-        self.visual_dropout = nn.Dropout(visual_dropout)
-        self.audio_dropout = nn.Dropout(audio_dropout)
+        self.visual = VisualEncoder(
+            vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index, embed_dim, visual_dropout
+        )
+        self.audio = AudioEncoder(
+            audio_backbone, audio_frontend, sample_rate, embed_dim=embed_dim, dropout=audio_dropout
+        )
         self.ogl = None
         if ogl_backbone is not None:
             self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
 
-    def embed(self, image: Tensor, audio: Tensor) -> tuple[Tensor, Tensor]:
-        """L2-normalized visual maps (B, D, h, w) and audio embeddings (B, D), with FNAC's dropout in training."""
-        visual = F.normalize(self.visual.proj(self.visual_dropout(self.visual.features(image))), dim=1)
-        pooled = self.audio.backbone(self.audio.frontend(audio)).amax(dim=(2, 3))
-        return visual, F.normalize(self.audio.proj(self.audio_dropout(pooled)), dim=1)
-
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
         """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""
-        sim = cosine_map(*self.embed(image, audio))
+        sim = cosine_map(self.visual(image), self.audio(audio))
         if self.ogl is None or self.training:
             return sim
-        self.ogl.eval()
-        objectness = self.ogl((image - self.visual.mean) / self.visual.std).abs().mean(dim=1, keepdim=True)
-        return object_guided(sim, objectness, self.ogl_alpha)
+        return object_guided(sim, self.ogl, self.visual.normalize(image), self.ogl_alpha)
 
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]
-        visual, audio = self.embed(data["image"], data["audio"])
+        visual, audio = self.visual(data["image"]), self.audio(data["audio"])
         losses = {
             "infonce": gathered_mil_infonce(
                 self, visual, audio, self.tau, self.pool_temperature, self.gather_negatives

@@ -47,9 +47,12 @@ class VisualEncoder(nn.Module):
         checkpoint_path: str | None = None,
         out_index: int = -1,
         embed_dim: int = 512,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.backbone = create_backbone(backbone, 3, pretrained, checkpoint_path, out_index)
+        # FNAC (OpenNLPLab/FNAC_AVL) drops backbone features before the projection; 0 (EZ-VSL) adds nothing
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.proj = nn.Conv2d(self.backbone.out_channels, embed_dim, kernel_size=1)
         ezvsl_init_(self.proj)
         if not (pretrained or checkpoint_path):
@@ -58,13 +61,17 @@ class VisualEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.stride = self.backbone.stride
 
+    def normalize(self, image: Tensor) -> Tensor:
+        """Frames in [0, 1] with ImageNet's mean and std, as the backbone (and an OGL network) takes them."""
+        return (image - self.mean) / self.std
+
     def features(self, image: Tensor) -> Tensor:
         """Backbone features (B, C, h, w) of raw frames, before the projection."""
-        out: Tensor = self.backbone((image - self.mean) / self.std)
+        out: Tensor = self.backbone(self.normalize(image))
         return out
 
     def forward(self, image: Tensor) -> Tensor:
-        return F.normalize(self.proj(self.features(image)), dim=1)
+        return F.normalize(self.proj(self.dropout(self.features(image))), dim=1)
 
 
 class AudioEncoder(nn.Module):
@@ -81,12 +88,14 @@ class AudioEncoder(nn.Module):
         pretrained: bool = False,
         checkpoint_path: str | None = None,
         embed_dim: int = 512,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.frontend = create_frontend(frontend, sample_rate)
         if frontend == "vggish":
             raise ValueError("the 'vggish' front-end yields example stacks; AudioEncoder takes 'loglinear' or 'logmel'")
         self.backbone = create_backbone(backbone, 1, pretrained, checkpoint_path)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # on the pooled features (FNAC)
         self.proj = nn.Linear(self.backbone.out_channels, embed_dim)
         ezvsl_init_(self.proj)
         if not (pretrained or checkpoint_path):
@@ -94,7 +103,7 @@ class AudioEncoder(nn.Module):
 
     def forward(self, audio: Tensor) -> Tensor:
         fmap = self.backbone(self.frontend(audio))
-        return F.normalize(self.proj(fmap.amax(dim=(2, 3))), dim=1)
+        return F.normalize(self.proj(self.dropout(fmap.amax(dim=(2, 3)))), dim=1)
 
 
 def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
@@ -103,11 +112,13 @@ def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
         return torch.einsum("bchw,bc->bhw", visual.float(), audio.float())
 
 
-def object_guided(sim: Tensor, objectness: Tensor, alpha: float) -> Tensor:
+def object_guided(sim: Tensor, ogl: nn.Module, normalized: Tensor, alpha: float) -> Tensor:
     """Object-guided localization (OGL; EZ-VSL ``test.py``, also FNAC's): ``minmax(alpha * minmax(AV) + (1 - alpha) *
-    minmax(OBJ))`` in [0, 1], where ``objectness`` (B, 1, H', W') is the channel mean of the absolute last-stage
-    activations of a frozen ImageNet network, resized to the AV map's (B, h, w) resolution (bilinear,
+    minmax(OBJ))`` in [0, 1], where OBJ is the channel mean of the absolute last-stage activations of the frozen
+    ImageNet network ``ogl`` on the ImageNet-normalized frames, resized to the AV map's (B, h, w) resolution (bilinear,
     align_corners=True). Mixing at the AV map's resolution equals mixing after the references' align_corners=True
     upsampling, which keeps each map's min and max."""
+    ogl.eval()
+    objectness = ogl(normalized).abs().mean(dim=1, keepdim=True)
     obj = F.interpolate(objectness, size=sim.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
     return minmax_normalize(alpha * minmax_normalize(sim) + (1 - alpha) * minmax_normalize(obj))
