@@ -113,3 +113,13 @@ def test_logmel_frames_are_durations_at_any_rate(rate: int) -> None:
     out = LogMelSpectrogram(rate)(torch.randn(2, rate))  # 1 s: 25-ms windows every 10 ms
     assert out.shape[:3] == (2, 1, 64) and 94 <= out.shape[-1] <= 98
     assert torch.isfinite(out).all()
+
+
+def test_the_lvs_resnet18_keeps_stride_16_without_dilation_and_resnet18_names() -> None:
+    """LVS's ResNet-18 (layer4 at stride 1, no dilation): a 14 x 14 map of a 224-px frame, timm resnet18's weights."""
+    lvs, plain = create_backbone("resnet18_lvs"), create_backbone("resnet18")
+    assert lvs.stride == 16 and lvs.out_channels == 512
+    assert lvs(torch.rand(1, 3, 224, 224)).shape == (1, 512, 14, 14)
+    assert {k: v.shape for k, v in lvs.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    block = lvs.model.layer4[0]
+    assert block.conv1.dilation == (1, 1) and block.conv2.dilation == (1, 1)

@@ -15,7 +15,16 @@ import timm
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EXTRA_BACKBONES", "Backbone", "TimmBackbone", "TinyCNN", "VGG16Conv5", "VGGish", "create_backbone"]
+__all__ = [
+    "EXTRA_BACKBONES",
+    "Backbone",
+    "LVSResNet18",
+    "TimmBackbone",
+    "TinyCNN",
+    "VGG16Conv5",
+    "VGGish",
+    "create_backbone",
+]
 
 
 class Backbone(nn.Module):
@@ -201,8 +210,30 @@ class VGGish(Backbone):
         return out
 
 
+class LVSResNet18(TimmBackbone):
+    """ResNet-18 whose last stage keeps the resolution: stride 16, a 14 x 14 map of 224-px frames (LVS and SSL-align).
+
+    LVS builds its ResNet-18 with ``layer4`` at stride 1 and *no* dilation (hche11/Localizing-Visual-Sounds-the-Hard-
+    Way ``models/base_models.py``), which is neither torchvision's nor timm's ``output_stride=16`` (that one dilates
+    ``layer4``). Here timm's ``resnet18`` with the first ``layer4`` block's stride set to 1, so its weights (ImageNet
+    through timm, or a checkpoint's) load by the same names.
+    """
+
+    def __init__(
+        self, in_chans: int = 3, pretrained: bool = False, checkpoint_path: str | None = None, out_index: int = -1
+    ) -> None:
+        if out_index not in (-1, 3):
+            raise ValueError("resnet18_lvs gives the last stage only; leave out_index at -1")
+        super().__init__("resnet18", in_chans, pretrained, checkpoint_path, -1)
+        block: Any = self.model.layer4[0]
+        block.conv1.stride = (1, 1)
+        block.downsample[0].stride = (1, 1)
+        self.stride = 16
+
+
 # The literal dict of non-timm backbones (explicit over magic: no decorator registry).
 EXTRA_BACKBONES: dict[str, Callable[..., Backbone]] = {
+    "resnet18_lvs": LVSResNet18,
     "tiny_cnn": TinyCNN,
     "vgg16_conv5": VGG16Conv5,
     "vggish": VGGish,
