@@ -225,7 +225,8 @@ class LVSResNet18(TimmBackbone):
         if out_index not in (-1, 3):
             raise ValueError("resnet18_lvs gives the last stage only; leave out_index at -1")
         super().__init__("resnet18", in_chans, pretrained, checkpoint_path, -1)
-        block: Any = self.model.layer4[0]
+        layer4: Any = self.model.layer4
+        block = layer4[0]
         block.conv1.stride = (1, 1)
         block.downsample[0].stride = (1, 1)
         self.stride = 16

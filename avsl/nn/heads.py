@@ -35,7 +35,8 @@ def ezvsl_init_(module: nn.Module) -> None:
 
 
 class VisualEncoder(nn.Module):
-    """Frames in [0, 1] -> ImageNet normalization -> backbone -> 1x1 conv -> L2-normalized map (B, D, h, w)."""
+    """Frames in [0, 1] -> ImageNet normalization -> backbone -> 1x1 conv (none if ``embed_dim`` is None) ->
+    L2-normalized map (B, D, h, w)."""
 
     mean: Tensor
     std: Tensor
@@ -46,14 +47,18 @@ class VisualEncoder(nn.Module):
         pretrained: bool = False,
         checkpoint_path: str | None = None,
         out_index: int = -1,
-        embed_dim: int = 512,
+        embed_dim: int | None = 512,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.backbone = create_backbone(backbone, 3, pretrained, checkpoint_path, out_index)
         # FNAC (OpenNLPLab/FNAC_AVL) drops backbone features before the projection; 0 (EZ-VSL) adds nothing
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.proj = nn.Conv2d(self.backbone.out_channels, embed_dim, kernel_size=1)
+        # embed_dim None: no projection, the backbone's channels are the embedding (LVS, hche11/...-the-Hard-Way)
+        self.proj: nn.Module = nn.Identity()
+        if embed_dim is not None:
+            self.proj = nn.Conv2d(self.backbone.out_channels, embed_dim, kernel_size=1)
+        self.embed_dim = self.backbone.out_channels if embed_dim is None else embed_dim
         ezvsl_init_(self.proj)
         if not (pretrained or checkpoint_path):
             ezvsl_init_(self.backbone)
@@ -87,7 +92,7 @@ class AudioEncoder(nn.Module):
         sample_rate: int = 16000,
         pretrained: bool = False,
         checkpoint_path: str | None = None,
-        embed_dim: int = 512,
+        embed_dim: int | None = 512,
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
@@ -96,7 +101,10 @@ class AudioEncoder(nn.Module):
             raise ValueError("the 'vggish' front-end yields example stacks; AudioEncoder takes 'loglinear' or 'logmel'")
         self.backbone = create_backbone(backbone, 1, pretrained, checkpoint_path)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # on the pooled features (FNAC)
-        self.proj = nn.Linear(self.backbone.out_channels, embed_dim)
+        self.proj: nn.Module = nn.Identity()  # embed_dim None: no projection (LVS)
+        if embed_dim is not None:
+            self.proj = nn.Linear(self.backbone.out_channels, embed_dim)
+        self.embed_dim = self.backbone.out_channels if embed_dim is None else embed_dim
         ezvsl_init_(self.proj)
         if not (pretrained or checkpoint_path):
             ezvsl_init_(self.backbone)
