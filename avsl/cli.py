@@ -35,6 +35,7 @@ commands:
   predict      write heatmaps of the predict set
   localize     heatmaps from a checkpoint: overlays for an image + audio file, or an overlay video
   export       write a checkpoint's model as safetensors weights + a YAML config (no pickles)
+  convert      turn a published checkpoint (EZ-VSL, SLAVC, FNAC, LVS, SSL-align) into an avsl checkpoint
   prepare      turn a folder of downloaded videos into a dataset (vggsound, flickr, avsbench, folder)
   shard        write a prepared dataset as litdata streaming shards (training on many machines)
   synth        write a SynthAV dataset to disk in the common benchmark layout
@@ -66,6 +67,39 @@ def _export(argv: list[str]) -> int:
 
     out = export_method(ns.ckpt, ns.out, trust=ns.trust_checkpoint)
     print(f"wrote {out / 'model.safetensors'} and {out / 'config.yaml'}")
+    return 0
+
+
+def _convert(argv: list[str]) -> int:
+    from avsl.convert import LAYOUTS, convert_checkpoint
+
+    layouts = "; ".join(f"{k}: {v.source}" for k, v in LAYOUTS.items())
+    parser = argparse.ArgumentParser(
+        prog="avsl convert",
+        description="Convert a checkpoint released by a method's reference repository into an avsl checkpoint of "
+        f"that method (built from its shipped config). Layouts: {layouts}. Then: avsl test -c METHOD -c vggss "
+        "--ckpt_path OUT.",
+    )
+    parser.add_argument("--from", dest="layout", required=True, choices=sorted(LAYOUTS), help="the repository")
+    parser.add_argument("source", help="the published checkpoint file")
+    parser.add_argument("--out", required=True, help="the avsl checkpoint to write (.ckpt)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help=_TRUST_HELP)
+    ns = parser.parse_args(argv)
+    model, record = convert_checkpoint(ns.source, ns.layout, ns.out, trust=ns.trust_checkpoint)
+    s = model.signal
+    print(
+        f"{ns.source} ({record['layout']} layout, {record['repository']}) -> {ns.out}: {type(model).__name__}, "
+        f"{record['tensors']} tensors; {s.frame_size[0]}x{s.frame_size[1]} frames, {s.duration:g} s of "
+        f"{s.sample_rate} Hz audio"
+    )
+    for what, names in (
+        ("unused by the reference's forward pass", record["dropped_unused"]),
+        ("not in the reference network (it loads with strict=False)", record["dropped_extra"]),
+    ):
+        if names:
+            print(f"dropped {len(names)} keys {what}: {', '.join(names[:6])}{' ...' if len(names) > 6 else ''}")
+    key = type(model).__module__.rpartition(".")[2]
+    print(f"score it: avsl test -c {key} -c vggss --ckpt_path {ns.out}")
     return 0
 
 
@@ -322,6 +356,7 @@ def _configs(argv: list[str]) -> int:
 _EXTRA = {
     "localize": _localize,
     "export": _export,
+    "convert": _convert,
     "prepare": _prepare,
     "shard": _shard,
     "synth": _synth,

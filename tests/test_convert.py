@@ -1,0 +1,155 @@
+"""Published checkpoints into avsl (`avsl convert`): each reference repository's layout, checked against the
+reference network's own forward pass with the same weights (tests/data/README.md says how the numbers were made)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import Tensor
+
+from avsl.cli import main
+from avsl.convert import LAYOUTS, convert_checkpoint, convert_state_dict, matching_layouts
+from avsl.losses import mil_infonce
+from avsl.methods import EZVSL, load_method
+from avsl.nn.heads import cosine_map
+
+DATA = Path(__file__).parent / "data"
+#: Each reference network's state-dict names and shapes, as its code builds it (reference_layouts.json).
+REFERENCE_SHAPES: dict[str, dict[str, list[int]]] = json.loads((DATA / "reference_layouts.json").read_text())["layouts"]
+#: Each reference network's maps for the weights of `reference_fill` and the inputs of `inputs()`.
+REFERENCE_MAPS: dict[str, dict[str, Any]] = json.loads((DATA / "convert_reference.json").read_text())
+
+# How each published checkpoint is saved (read from the repositories' save and load code).
+SAVED = {
+    "ezvsl": lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}, "epoch": 19},
+    "fnac": lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}, "epoch": 29},
+}
+# The reference map is the cosine map over tau for these; avsl's forward gives the cosine map.
+MAP_SCALE = {"ezvsl": 1 / 0.03, "fnac": 1 / 0.03}
+
+
+def reference_fill(layout: str) -> dict[str, Tensor]:
+    """Deterministic weights in the reference's own names (sorted), as the reference was run with."""
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, Tensor] = {}
+    for name in sorted(REFERENCE_SHAPES[layout]):
+        shape = REFERENCE_SHAPES[layout][name]
+        if name.endswith("num_batches_tracked"):
+            out[name] = torch.tensor(0)
+        elif name.endswith("running_var"):
+            out[name] = 0.5 + torch.rand(shape, generator=g)
+        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
+            out[name] = 1.0 + 0.1 * torch.randn(shape, generator=g)
+        else:
+            fan = torch.Size(shape)[1:].numel() if len(shape) > 1 else 1
+            out[name] = torch.randn(shape, generator=g) / max(fan, 1) ** 0.5
+    return out
+
+
+def inputs() -> tuple[Tensor, Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(2, 3, 224, 224, generator=g), 0.1 * torch.randn(2, 48000, generator=g)
+
+
+def published(tmp_path: Path, layout: str, state: dict[str, Tensor] | None = None) -> Path:
+    path = tmp_path / f"{layout}_published.pth"
+    torch.save(SAVED[layout](reference_fill(layout) if state is None else state), path)
+    return path
+
+
+@pytest.mark.parametrize("layout", sorted(SAVED))
+def test_a_converted_checkpoint_gives_the_reference_networks_maps(tmp_path: Path, layout: str) -> None:
+    out = tmp_path / "converted.ckpt"
+    model, record = convert_checkpoint(published(tmp_path, layout), layout, out)
+    assert record["layout"] == layout and record["tensors"] == len(model.state_dict())
+    expected = torch.tensor(REFERENCE_MAPS[layout]["map"]).view(REFERENCE_MAPS[layout]["shape"])
+    image, wave = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, wave) * MAP_SCALE[layout], expected, atol=1e-4, rtol=1e-4)
+        # the written checkpoint is a complete avsl checkpoint: the same maps from load_method
+        loaded = load_method(out)
+        assert type(loaded) is type(model) and loaded.signal == model.signal
+        torch.testing.assert_close(loaded(image, wave), model(image, wave))
+    saved = torch.load(out, map_location="cpu", weights_only=True)
+    assert saved["avsl_converted_from"]["file"] == f"{layout}_published.pth"
+    assert saved["hyper_parameters"]["frame_size"] in ([224, 224], (224, 224))
+
+
+def test_ezvsl_and_fnac_share_one_layout_and_a_file_names_what_fits() -> None:
+    assert matching_layouts(reference_fill("ezvsl")) == matching_layouts(reference_fill("fnac"))
+    assert {"ezvsl", "fnac"} <= set(matching_layouts(reference_fill("ezvsl")))
+
+
+def test_a_file_that_does_not_fit_is_refused_with_the_keys(tmp_path: Path) -> None:
+    state = reference_fill("ezvsl")
+    del state["aud_proj.weight"]
+    with pytest.raises(ValueError, match=r"missing keys .*audio\.proj\.weight"):
+        convert_checkpoint(published(tmp_path, "ezvsl", state), "ezvsl")
+    state = reference_fill("ezvsl") | {"classifier.weight": torch.zeros(3)}
+    with pytest.raises(ValueError, match=r"unexpected keys module\.classifier\.weight"):
+        convert_checkpoint(published(tmp_path, "ezvsl", state), "ezvsl")
+    state = reference_fill("ezvsl") | {"img_proj.weight": torch.zeros(128, 512, 1, 1)}
+    with pytest.raises(ValueError, match=r"shapes that differ visual\.proj\.weight \(128, 512, 1, 1\)"):
+        convert_checkpoint(published(tmp_path, "ezvsl", state), "ezvsl")
+    other = tmp_path / "other.pth"
+    torch.save({"weights": reference_fill("ezvsl"), "step": 3}, other)
+    with pytest.raises(ValueError, match=r"no state dict under 'model'.*'weights', 'step'"):
+        convert_checkpoint(other, "ezvsl")
+    with pytest.raises(ValueError, match="unknown layout 'nope'"):
+        convert_checkpoint(other, "nope")
+
+
+def test_a_bare_state_dict_without_prefixes_converts_too() -> None:
+    conversion = convert_state_dict(reference_fill("ezvsl"), "ezvsl")
+    assert set(conversion.state_dict) >= {"visual.proj.weight", "audio.backbone.model.conv1.weight"}
+    assert not conversion.dropped_unused and not conversion.dropped_extra
+
+
+def test_the_convert_command_writes_a_checkpoint_that_avsl_test_scores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ezvsl.ckpt"
+    assert main(["convert", "--from", "ezvsl", str(published(tmp_path, "ezvsl")), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "EZVSL, 244 tensors; 224x224 frames, 3 s of 16000 Hz audio" in printed
+    assert f"avsl test -c ezvsl -c vggss --ckpt_path {out}" in printed
+    # `avsl test` with the method's reference config scores it (here on 4 SynthAV clips of the reference geometry)
+    data = [
+        "--data.init_args.test.init_args.num_clips=4",
+        "--data.init_args.test.init_args.image_size=224",
+        "--data.init_args.test.init_args.duration=3.0",
+        "--data.init_args.batch_size=4",
+    ]
+    args = ["test", "-c", "ezvsl", "-c", "synthav", *data, f"--ckpt_path={out}", "--trainer.logger=false"]
+    assert main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]) == 0
+    assert "test/ciou" in capsys.readouterr().out
+    bad = tmp_path / "bad.pth"
+    torch.save({"model": {"module.imgnet.conv1.weight": torch.zeros(64, 3, 7, 7)}}, bad)
+    assert main(["convert", "--from", "ezvsl", str(bad), "--out", str(tmp_path / "b.ckpt")]) == 1
+    assert "missing keys (avsl names)" in capsys.readouterr().err
+
+
+def test_avsl_ezvsl_gives_the_reference_loss_and_map_with_the_same_weights() -> None:
+    """avsl's EZVSL against stoneMo/EZ-VSL's model.EZVSL (tests/data/ezvsl_reference.json), as tests/test_fnac.py."""
+    from test_fnac import fill_
+
+    reference = json.loads((DATA / "ezvsl_reference.json").read_text())
+    model = EZVSL()
+    model.load_state_dict(fill_(model.state_dict()))
+    model.eval()
+    g = torch.Generator().manual_seed(1)
+    image, wave = torch.rand(4, 3, 224, 224, generator=g), 0.1 * torch.randn(4, 48000, generator=g)
+    with torch.no_grad():
+        visual, audio = model.visual(image), model.audio(wave)
+        loss = mil_infonce(visual, audio, 0.03)
+        savl = cosine_map(visual, audio) / 0.03
+    torch.testing.assert_close(loss, torch.tensor(reference["loss"]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(savl, torch.tensor(reference["savl"]).view(reference["savl_shape"]), atol=1e-4, rtol=0)
+
+
+def test_every_layout_is_tested() -> None:
+    assert set(SAVED) == set(LAYOUTS)
