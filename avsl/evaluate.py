@@ -46,19 +46,17 @@ def evaluate(
     which reads the maps as fixed-range scores in [0, 1] (values outside are clamped): give maps in that range
     (``LocalizationMethod.unit_scores``, as :func:`evaluate_controls` does).
     """
-    stages = {p: EvaluationMetrics(p) for p in protocols}
+    if not protocols:
+        raise ValueError("evaluate needs at least one cIoU protocol")
+    metrics = EvaluationMetrics(protocols[0], also=protocols[1:])
     for batch in batches:
         maps = heatmap_fn(batch).float().cpu()
         cpu: AVBatch = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in batch.items()}  # type: ignore[assignment]
-        for metrics in stages.values():
-            metrics.update(maps, maps.clamp(0.0, 1.0), cpu)
+        metrics.update(maps, maps.clamp(0.0, 1.0), cpu)
     results: dict[str, float] = {}
-    for i, (protocol, metrics) in enumerate(stages.items()):
-        for key, value in metrics.compute_and_reset().items():
-            if key in ("ciou", "auc", "mean_ciou", "num_samples", "num_nan"):
-                results[f"{protocol}/{key}"] = float(value)
-            elif i == 0:  # the same for every protocol
-                results[key] = float(value)
+    for key, value in metrics.compute_and_reset().items():
+        first = key in ("ciou", "auc", "mean_ciou", "num_samples", "num_nan")  # the first protocol's keys
+        results[f"{protocols[0]}/{key}" if first else key] = float(value)
     return results
 
 

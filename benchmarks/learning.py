@@ -10,6 +10,7 @@ threshold), AUC, mean cIoU and the pointing rate (the map's peak inside the grou
     python benchmarks/learning.py --methods ezvsl xpl --settings camera crowd
     python benchmarks/learning.py --held-out                     # the settings no recipe was tuned on
     python benchmarks/learning.py --table runs/learning/results.jsonl   # print the table of earlier runs
+    python benchmarks/learning.py --settings clutter --controls          # every method, the audio-controls table
     python benchmarks/learning.py --methods ezvsl --settings camera --set lr=1e-3 --name "ezvsl, lr 1e-3"  # a variant
     python benchmarks/learning.py --methods ezvsl --settings crowd --augment frame --name "ezvsl, no AudioJitter"
 
@@ -91,6 +92,26 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def controls_table(rows: list[dict[str, Any]]) -> str:
+    """The audio controls side by side (docs/results.md): the pointing rate with the right sound, another clip's,
+    silence and noise, the centre prior's, and cIoU / AUC with the right sound and another clip's."""
+    head = (
+        "| setting | method | pointing: right | other sound | silence | noise | centre prior | "
+        "sspl cIoU@0.5 (right / other) | AUC (right / other) | train min |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        p = {k: r[k]["pointing"] for k in ("right", "other", "silence", "noise", "centre")}
+        a, b = r["right"], r["other"]
+        setting = r["setting"] + (" (held out)" if r["held_out"] else "")
+        lines.append(
+            f"| {setting} | {r['method']} | **{p['right']:.3f}** | {p['other']:.3f} | {p['silence']:.3f} | "
+            f"{p['noise']:.3f} | {p['centre']:.3f} | {a['sspl/ciou']:.3f} / {b['sspl/ciou']:.3f} | "
+            f"{a['sspl/auc']:.3f} / {b['sspl/auc']:.3f} | {r['minutes']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(RECIPES), choices=RECIPES)
@@ -110,10 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/learning", help="folder of results.jsonl")
     parser.add_argument("--resume", action="store_true", help="skip (setting, method, seed) pairs already in --out")
     parser.add_argument("--table", default=None, help="print the table of a results.jsonl and exit")
+    parser.add_argument(
+        "--controls", action="store_true", help="print the audio-controls table (right / other / silence / noise)"
+    )
     args = parser.parse_args(argv)
+    show = controls_table if args.controls else table
     if args.table:
         rows = [json.loads(line) for line in Path(args.table).read_text().splitlines() if line.strip()]
-        print(table(rows))
+        print(show(rows))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
             with results.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             rows.append(row)
-            print(table([row]).splitlines()[-1], f"({time.time() - start:.0f} s in all)", flush=True)
-    print(table(rows))
+            print(show([row]).splitlines()[-1], f"({time.time() - start:.0f} s in all)", flush=True)
+    print(show(rows))
     return 0
 
 

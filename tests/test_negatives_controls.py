@@ -112,3 +112,18 @@ def test_the_cli_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert "test/silence/ciou" in out and "test/other/pointing" in out and "test/centre/auc" in out
     assert main(["fit", "--controls"]) == 1
     assert "--controls is an option of avsl test" in capsys.readouterr().err
+
+
+def test_several_protocols_share_one_pass_and_each_equals_its_own() -> None:
+    """evaluate() with several protocols: one EvaluationMetrics (pointing, mIoU, the extended protocol computed once)
+    whose per-protocol cIoU equals that protocol's alone."""
+    batch = _batch(12, negatives=[2, 7])
+    raw = batch.pop("raw")
+    assert isinstance(raw, torch.Tensor)
+    both = evaluate(lambda b: raw, [batch], protocols=("ezvsl", "sspl", "slavc"))  # type: ignore[list-item]
+    for protocol in ("ezvsl", "sspl", "slavc"):
+        alone = evaluate(lambda b: raw, [batch], protocols=(protocol,))  # type: ignore[list-item]
+        for key, value in alone.items():
+            assert both[key] == value, (protocol, key)
+    with pytest.raises(ValueError, match="at least one"):
+        evaluate(lambda b: raw, [batch], protocols=())  # type: ignore[list-item]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -23,16 +25,25 @@ class EvaluationMetrics(nn.Module):
     ``negative_fraction``) have nothing to localize: they are kept out of cIoU, AUC, pointing, mIoU and F-score, and
     the whole set is scored by SLAVC's extended protocol (:class:`~avsl.metrics.ExtendedLocalization`: ``ap``,
     ``max_f1``, ``f1``, ``precision_at_50``, with ``num_negative``), reported when the set has negatives.
+
+    Args:
+        protocol: the cIoU protocol whose ``ciou``, ``auc``, ``mean_ciou`` keys are reported.
+        also: more cIoU protocols over the same maps, reported as ``<protocol>/ciou`` etc. (pointing, mIoU and the
+            extended protocol do not depend on the protocol: computed once).
     """
 
-    def __init__(self, protocol: str) -> None:
+    def __init__(self, protocol: str, also: Sequence[str] = ()) -> None:
         super().__init__()
         self.protocol = protocol
         self.ciou = CIoU(protocol=protocol)
+        self.also = nn.ModuleDict({p: CIoU(protocol=p) for p in also if p != protocol})
         self.pointing = Pointing()
         self.miou = AVSBenchMIoU(reduction="dataset")
         self.fscore = AVSBenchFScore(reduction="dataset")
         self.extended = ExtendedLocalization()
+
+    def _also(self) -> list[tuple[str, CIoU]]:
+        return [(name, ciou) for name, ciou in self.also.items() if isinstance(ciou, CIoU)]
 
     def update(self, raw: Tensor, unit: Tensor, batch: AVBatch) -> None:
         """``raw``: the method's upsampled maps (B, H, W); ``unit``: the same in [0, 1] by the method's score range
@@ -51,6 +62,8 @@ class EvaluationMetrics(nn.Module):
                 mask = None if mask is None else mask[rows]
         if gt is not None:
             self.ciou.update(unit if self.protocol == "slavc" else raw, gt, ids)
+            for name, ciou in self._also():
+                ciou.update(unit if name == "slavc" else raw, gt, ids)
             # Pointing takes the raw maps: clamping (slavc) can merge the peak with other pixels.
             self.pointing.update(raw, gt, ids)
         if mask is not None:
@@ -64,6 +77,9 @@ class EvaluationMetrics(nn.Module):
         out: dict[str, Tensor] = {}
         if self.ciou.update_count:
             out.update(self.ciou.compute())
+        for name, ciou in self._also():
+            if ciou.update_count:
+                out.update({f"{name}/{k}": v for k, v in ciou.compute().items()})
         if self.pointing.update_count:
             out["pointing"] = self.pointing.compute()["pointing"]
         for name, metric in (("miou", self.miou), ("fscore", self.fscore)):
@@ -74,6 +90,6 @@ class EvaluationMetrics(nn.Module):
             if int(extended["num_negative"]) > 0:
                 for key in ("ap", "max_f1", "f1", "precision_at_50", "num_negative"):
                     out[key] = extended[key]
-        for each in (self.ciou, self.pointing, self.miou, self.fscore, self.extended):
+        for each in (self.ciou, *(c for _, c in self._also()), self.pointing, self.miou, self.fscore, self.extended):
             each.reset()
         return out
