@@ -47,6 +47,8 @@ class Layout:
             never run); they are dropped and counted.
         extra_ok: the reference loads these files with ``strict=False``: names that match no pattern are reported and
             dropped instead of refused.
+        init_args: arguments that differ from the method's shipped config when it scores these files as the
+            reference's test scripts do.
     """
 
     method: str
@@ -55,6 +57,7 @@ class Layout:
     renames: tuple[tuple[str, str], ...]
     unused: tuple[str, ...] = ()
     extra_ok: bool = False
+    init_args: tuple[tuple[str, Any], ...] = ()
 
 
 # EZ-VSL's network (stoneMo/EZ-VSL model.py): torchvision ResNet-18s without avgpool/fc (timm's resnet18 has the same
@@ -66,11 +69,54 @@ _EZVSL_RENAMES = (
     (r"^aud_proj\.", "audio.proj."),
 )
 
+# LVS's AVENet (hche11/Localizing-Visual-Sounds-the-Hard-Way models/base_models.py): one ResNet class for both
+# modalities, with three first convolutions (conv1 for frames, conv1_a for spectrograms, conv1_flow) and an ImageNet
+# classifier (fc), of which each network runs one conv and no fc; no projection.
+_LVS_RENAMES = (
+    (r"^audnet\.conv1_a\.", "audio.backbone.model.conv1."),
+    (r"^imgnet\.", "visual.backbone.model."),
+    (r"^audnet\.", "audio.backbone.model."),
+)
+_LVS_UNUSED = (r"^imgnet\.(conv1_a|conv1_flow|fc)\.", r"^audnet\.(conv1|conv1_flow|fc)\.")
+
+# SLAVC (stoneMo/SLAVC model.py): EZ-VSL's networks with two projections per modality, and a momentum copy of each.
+_SLAVC_RENAMES = tuple(
+    (rf"^{prefix}{ref}\.", f"{target}.{avsl}.")
+    for prefix, target in (("momentum_", "momentum_encoders"), ("", "encoders"))
+    for ref, avsl in (
+        ("imgnet", "visual.backbone.model"),
+        ("img_proj1", "visual_heads.0"),
+        ("img_proj2", "visual_heads.1"),
+        ("audnet", "audio.backbone.model"),
+        ("aud_proj1", "audio_heads.0"),
+        ("aud_proj2", "audio_heads.1"),
+    )
+)
+
 #: The published layouts by the name ``avsl convert --from`` takes.
 LAYOUTS: dict[str, Layout] = {
     # train.py saves {'model': state_dict, 'optimizer', 'epoch', ...}; test.py strips 'module.'.
     "ezvsl": Layout("ezvsl", "stoneMo/EZ-VSL @95ff5bf", ("model",), _EZVSL_RENAMES),
     "fnac": Layout("fnac", "OpenNLPLab/FNAC_AVL @0a0ca78", ("model",), _EZVSL_RENAMES),
+    # train.py saves {'model': ...} from DDP. The scripts that score the released models (scripts/test_extended_*.sh)
+    # do not pass --use_mom_eval: test.py maps with the online encoders, and so does the converted method.
+    "slavc": Layout(
+        "slavc", "stoneMo/SLAVC @05b429c", ("model",), _SLAVC_RENAMES, init_args=(("use_momentum_eval", False),)
+    ),
+    # test.py loads checkpoint['model_state_dict'] saved from nn.DataParallel ('module.' prefixes) strictly.
+    "lvs": Layout(
+        "lvs", "hche11/Localizing-Visual-Sounds-the-Hard-Way @8fe8cbb", ("model_state_dict",), _LVS_RENAMES, _LVS_UNUSED
+    ),
+    # SSL-align's released models are LVS AVENets: test.py adds 'module.' to checkpoint['model_state_dict'] and loads
+    # with strict=False, so keys the network lacks (training-only heads) are reported and dropped, not refused.
+    "sslalign": Layout(
+        "sslalign",
+        "kaistmm/SSLalignment @e7ae3c5",
+        ("model_state_dict",),
+        _LVS_RENAMES,
+        _LVS_UNUSED,
+        extra_ok=True,
+    ),
 }
 
 
@@ -147,8 +193,8 @@ def _config_args(method: str) -> dict[str, Any]:
     return dict(spec["model"].get("init_args") or {})
 
 
-def _build(method: str) -> LocalizationMethod:
-    return METHODS[method](**_config_args(method))
+def _build(layout: Layout) -> LocalizationMethod:
+    return METHODS[layout.method](**(_config_args(layout.method) | dict(layout.init_args)))
 
 
 def _check_fit(model: LocalizationMethod, converted: dict[str, Tensor], where: str, layout: str) -> None:
@@ -202,7 +248,7 @@ def convert_checkpoint(
     spec = LAYOUTS[layout]
     checkpoint = read_checkpoint(path, what=f"{layout} checkpoint", trust=trust)
     conversion = convert_state_dict(_state_dict_of(checkpoint, spec, str(path)), layout, str(path))
-    model = _build(spec.method)
+    model = _build(spec)
     _check_fit(model, conversion.state_dict, str(path), layout)
     model.load_state_dict(conversion.state_dict, strict=True)
     model.eval()

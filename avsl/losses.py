@@ -13,10 +13,13 @@ __all__ = [
     "heatmap_bce",
     "heatmap_mass",
     "heatmap_mse",
+    "lvs_trimap_logits",
     "mil_infonce",
     "mil_similarity",
+    "multi_positive_infonce",
     "negcos",
     "simsiam_loss",
+    "slavc_loss",
 ]
 
 
@@ -189,3 +192,106 @@ def heatmap_mass(scores: Tensor, target: Tensor, temperature: float, weight: Ten
     if weight is None:
         return per_sample.mean()
     return (per_sample * weight).sum() / weight.sum().clamp_min(1e-12)
+
+
+def slavc_loss(visual_1: Tensor, visual_2: Tensor, audio_1: Tensor, audio_2: Tensor, tau: float) -> Tensor:
+    """One of SLAVC's two cross-entropies (Mo & Morgado, NeurIPS 2022; stoneMo/SLAVC ``model.py``, ``forward``).
+
+    Two projection heads give two cosine maps per (image i, audio j) pair. The first head's map is a softmax over the
+    batch's audios at each location (which sound is this location's?); the second head's, a softmax over locations
+    (where is sound j in image i?). Their product summed over locations is the probability that image i goes with
+    audio j, which is trained with a cross-entropy against the paired audio (the reference normalizes its log again
+    over the audios: ``F.cross_entropy``). SLAVC adds this loss with momentum audio targets and with momentum image
+    targets; in both, the rows are images and the classes the batch's audios, as in the reference. Computed in log
+    space (``logsumexp`` of the two log-softmaxes), which equals the reference's ``log(sum(softmax * softmax))`` and
+    stays finite where its product underflows; in float32 also under autocast.
+
+    Args:
+        visual_1, visual_2: (B, C, h, w) L2-normalized visual maps of the two heads.
+        audio_1, audio_2: (B, C) L2-normalized audio embeddings of the two heads.
+        tau: the temperature of both softmaxes (0.03 in SLAVC).
+    """
+    if visual_1.shape[0] != audio_1.shape[0]:
+        raise ValueError(f"batch sizes differ: visual {visual_1.shape[0]}, audio {audio_1.shape[0]}")
+    with torch.autocast(visual_1.device.type, enabled=False):
+        which_sound = torch.einsum("ichw,jc->ijhw", visual_1.float(), audio_1.float()).flatten(2) / tau
+        where = torch.einsum("ichw,jc->ijhw", visual_2.float(), audio_2.float()).flatten(2) / tau
+        logits = torch.logsumexp(which_sound.log_softmax(dim=1) + where.log_softmax(dim=2), dim=2)  # (B, B)
+        return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
+def lvs_trimap_logits(
+    visual: Tensor,
+    audio: Tensor,
+    eps_pos: float = 0.65,
+    eps_neg: float = 0.4,
+    tau: float = 0.03,
+    temperature: float = 0.07,
+    trimap: bool = True,
+    hard_negatives: bool = True,
+) -> Tensor:
+    """LVS's logits, target column 0 (Chen et al., "Localizing Visual Sounds the Hard Way", CVPR 2021;
+    hche11/Localizing-Visual-Sounds-the-Hard-Way ``model.py``, ``AVENet.forward``).
+
+    With ``S_ij(x) = <v_i(x), a_j>`` (image i, sound j) and the soft masks ``P = sigmoid((S - eps_pos) / tau)`` (the
+    region that sounds) and ``N = 1 - sigmoid((S_ii - eps_neg) / tau)`` (the region that surely does not; with
+    ``trimap`` False, ``1 - P_ii``: the uncertain band between the thresholds goes away), row i holds
+    ``[pos_i, neg_i1 .. neg_iB, hard_i] / temperature``: ``pos_i`` the mean of ``S_ii`` over ``P_ii``, ``neg_ij`` the
+    mean of ``S_ij`` over ``P_ij`` (another sound's best region in the same image) and ``hard_i`` the mean of ``S_ii``
+    over ``N`` (the image's own background, left out without ``hard_negatives``). The masks are not detached, as in
+    the reference. The paired entry ``neg_ii`` is multiplied by ``1 - 100 = -99`` as in the reference, which removes it
+    from a softmax while ``S_ii`` is positive there (always, for the reference's post-ReLU features; not necessarily
+    after a projection). Computed in float32.
+
+    Args:
+        visual: (B, C, h, w) L2-normalized visual maps.
+        audio: (B, C) L2-normalized audio embeddings.
+        eps_pos, eps_neg: the cosine thresholds of the positive and negative regions (0.65 and 0.4 in LVS).
+        tau: the sharpness of the soft thresholds (0.03).
+        temperature: the logits' temperature (0.07).
+        trimap: negatives below ``eps_neg`` (True, LVS) or below ``eps_pos``.
+        hard_negatives: append the own-background column (True in LVS).
+
+    Returns:
+        (B, B + 2) logits, or (B, B + 1) without ``hard_negatives``; LVS trains with cross-entropy against column 0.
+    """
+    if visual.shape[0] != audio.shape[0]:
+        raise ValueError(f"batch sizes differ: visual {visual.shape[0]}, audio {audio.shape[0]}")
+    with torch.autocast(visual.device.type, enabled=False):
+        v, a = visual.float(), audio.float()
+        own = torch.einsum("bchw,bc->bhw", v, a).flatten(1)  # (B, N)
+        cross = torch.einsum("ichw,jc->ijhw", v, a).flatten(2)  # (B, B, N)
+        pos = torch.sigmoid((own - eps_pos) / tau)
+        positive = (pos * own).sum(dim=1) / pos.sum(dim=1)
+        pos_all = torch.sigmoid((cross - eps_pos) / tau)
+        eye = torch.eye(v.shape[0], device=v.device)
+        others = (pos_all * cross).sum(dim=2) / pos_all.sum(dim=2) * (1 - 100 * eye)
+        columns = [positive[:, None], others]
+        if hard_negatives:
+            # 1 - sigmoid(x) as sigmoid(-x): equal, but not 0 (and the mean not 0 / 0) when every cosine is high
+            neg = torch.sigmoid(((eps_neg if trimap else eps_pos) - own) / tau)
+            columns.append(((neg * own).sum(dim=1) / neg.sum(dim=1))[:, None])
+        return torch.cat(columns, dim=1) / temperature
+
+
+def multi_positive_infonce(logits: Tensor, positives: Tensor) -> Tensor:
+    """InfoNCE with several (weighted) positives per row: ``mean_i [-sum_j w_ij log softmax(logits_i)_j / sum_j
+    w_ij]``, the "outside the log" form of the supervised contrastive loss (Khosla et al., NeurIPS 2020, Eq. 2).
+
+    Every positive of a row is its own cross-entropy target against all the columns, and a row's terms are averaged
+    with the weights (SupCon found this form better than the log of the positives' summed probability). SSL-align
+    (Senocak et al., ICCV 2023) trains with a clip's own pair, its augmented views and semantically similar clips as
+    positives (avsl.methods.SSLAlign; its training code is not released). With one positive per row, the paired
+    diagonal, this is ``F.cross_entropy(logits, arange(B))``.
+
+    Args:
+        logits: (B, N) similarities over temperature (rows: anchors, columns: candidates).
+        positives: (B, N) bool mask or non-negative weights of the positives; every row needs one.
+    """
+    if logits.shape != positives.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and positives {tuple(positives.shape)} differ in shape")
+    with torch.autocast(logits.device.type, enabled=False):
+        log_p = F.log_softmax(logits.float(), dim=1)
+        weights = positives.to(log_p.dtype)
+        # No check of the values here (a host sync per step on a GPU): a row without a positive gives NaN.
+        return (-(weights * log_p).sum(dim=1) / weights.sum(dim=1)).mean()

@@ -32,7 +32,7 @@ from avsl.methods.base import LocalizationMethod, build_method, inner_methods, m
 __all__ = ["RECIPES", "Recipe", "load_recipe", "train_recipe"]
 
 #: The method keys that have a CPU recipe (``avsl/configs/methods/<key>_synthav.yaml``).
-RECIPES: tuple[str, ...] = ("ezvsl", "fnac", "sspl", "semipl", "xpl", "uspl")
+RECIPES: tuple[str, ...] = ("ezvsl", "fnac", "slavc", "lvs", "sslalign", "sspl", "semipl", "xpl", "uspl")
 
 # The command of a recipe's header that names a data config: "avsl fit -c semipl_synthav -c synthav".
 _DATA_CONFIG = re.compile(r"avsl fit -c \w+ -c (\w+)")

@@ -27,9 +27,14 @@ REFERENCE_MAPS: dict[str, dict[str, Any]] = json.loads((DATA / "convert_referenc
 SAVED = {
     "ezvsl": lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}, "epoch": 19},
     "fnac": lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}, "epoch": 29},
+    "slavc": lambda sd: {"model": {f"module.{k}": v for k, v in sd.items()}, "optimizer": {}, "epoch": 19},
+    "lvs": lambda sd: {"model_state_dict": {f"module.{k}": v for k, v in sd.items()}},
+    "sslalign": lambda sd: {"model_state_dict": dict(sd)},
 }
 # The reference map is the cosine map over tau for these; avsl's forward gives the cosine map.
-MAP_SCALE = {"ezvsl": 1 / 0.03, "fnac": 1 / 0.03}
+MAP_SCALE = {"ezvsl": 1 / 0.03, "fnac": 1 / 0.03, "slavc": 1 / 0.03, "lvs": 1.0, "sslalign": 1.0}
+# Reference keys of layers built and never run (LVS's AVENet: each ResNet's two other first convs and classifier).
+UNUSED = {"ezvsl": 0, "fnac": 0, "slavc": 0, "lvs": 8, "sslalign": 8}
 
 
 def reference_fill(layout: str) -> dict[str, Tensor]:
@@ -66,6 +71,7 @@ def test_a_converted_checkpoint_gives_the_reference_networks_maps(tmp_path: Path
     out = tmp_path / "converted.ckpt"
     model, record = convert_checkpoint(published(tmp_path, layout), layout, out)
     assert record["layout"] == layout and record["tensors"] == len(model.state_dict())
+    assert len(record["dropped_unused"]) == UNUSED[layout] and not record["dropped_extra"]
     expected = torch.tensor(REFERENCE_MAPS[layout]["map"]).view(REFERENCE_MAPS[layout]["shape"])
     image, wave = inputs()
     with torch.no_grad():
@@ -77,6 +83,28 @@ def test_a_converted_checkpoint_gives_the_reference_networks_maps(tmp_path: Path
     saved = torch.load(out, map_location="cpu", weights_only=True)
     assert saved["avsl_converted_from"]["file"] == f"{layout}_published.pth"
     assert saved["hyper_parameters"]["frame_size"] in ([224, 224], (224, 224))
+
+
+def test_slavc_maps_with_the_online_encoders_as_its_test_scripts_and_with_the_momentum_ones_on_request(
+    tmp_path: Path,
+) -> None:
+    """stoneMo/SLAVC's test scripts score the online encoders' map; --use_mom_eval (its training script) the momentum
+    encoders'. Both equal the reference's, so the momentum copies are mapped onto avsl's momentum encoders."""
+    model, _ = convert_checkpoint(published(tmp_path, "slavc"), "slavc")
+    assert model.hparams["use_momentum_eval"] is False
+    image, wave = inputs()
+    for key, momentum in (("slavc", False), ("slavc_momentum", True)):
+        model.use_momentum_eval = momentum
+        expected = torch.tensor(REFERENCE_MAPS[key]["map"]).view(REFERENCE_MAPS[key]["shape"])
+        with torch.no_grad():
+            torch.testing.assert_close(model(image, wave) / 0.03, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_file_of_another_layout_is_refused_with_the_layout_it_fits(tmp_path: Path) -> None:
+    with pytest.raises(
+        ValueError, match=r"unexpected keys module\.aud_proj1\.bias.*It fits the layout of slavc: try --from slavc"
+    ):
+        convert_checkpoint(published(tmp_path, "slavc"), "ezvsl")
 
 
 def test_ezvsl_and_fnac_share_one_layout_and_a_file_names_what_fits() -> None:
@@ -101,6 +129,17 @@ def test_a_file_that_does_not_fit_is_refused_with_the_keys(tmp_path: Path) -> No
         convert_checkpoint(other, "ezvsl")
     with pytest.raises(ValueError, match="unknown layout 'nope'"):
         convert_checkpoint(other, "nope")
+
+
+def test_sslalign_files_may_hold_keys_the_network_lacks_and_they_are_reported(tmp_path: Path) -> None:
+    """kaistmm/SSLalignment's test.py loads with strict=False: extra keys are dropped and listed, missing ones are
+    still refused (strict=False would leave them at their random initialization)."""
+    state = reference_fill("sslalign") | {"aud_head.weight": torch.zeros(128, 512)}
+    _, record = convert_checkpoint(published(tmp_path, "sslalign", state), "sslalign")
+    assert record["dropped_extra"] == ["aud_head.weight"]
+    del state["imgnet.layer4.1.bn2.running_mean"]
+    with pytest.raises(ValueError, match=r"missing keys .*visual\.backbone\.model\.layer4\.1\.bn2\.running_mean"):
+        convert_checkpoint(published(tmp_path, "sslalign", state), "sslalign")
 
 
 def test_a_bare_state_dict_without_prefixes_converts_too() -> None:

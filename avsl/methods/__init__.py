@@ -13,7 +13,10 @@ from avsl.methods.checkpoints import export_method, load_method, read_checkpoint
 # avsl/configs/methods/, its docs page in docs/methods/ and its module; tests/test_methods_contract.py checks them).
 from avsl.methods.ezvsl import EZVSL as EZVSL
 from avsl.methods.fnac import FNAC as FNAC
+from avsl.methods.lvs import LVS as LVS
 from avsl.methods.semipl import SemiPL as SemiPL
+from avsl.methods.slavc import SLAVC as SLAVC
+from avsl.methods.sslalign import SSLAlign as SSLAlign
 from avsl.methods.sspl import SSPL as SSPL
 from avsl.methods.uspl import USPL as USPL
 from avsl.methods.xpl import XPL as XPL

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "AUDIO_FRONTENDS",
+    "LogLinearHop159",
     "LogLinearSpectrogram",
     "LogMelSpectrogram",
     "VGGishLogMel",
@@ -274,8 +275,17 @@ class VGGishLogMel(nn.Module):
         return out.reshape(wave.shape[0], num, 1, self.example_frames, VGGISH_BANDS)
 
 
+class LogLinearHop159(LogLinearSpectrogram):
+    """:class:`LogLinearSpectrogram` with ``noverlap=353`` (a hop of 159 samples): the spectrogram of SSL-align's
+    LVS-style loader (kaistmm/SSLalignment ``datasets_lvs.py``), 257 x 299 for 3 s at 16 kHz."""
+
+    def __init__(self, sample_rate: int = 16000) -> None:
+        super().__init__(sample_rate, noverlap=353)
+
+
 AUDIO_FRONTENDS: dict[str, type[nn.Module]] = {
     "loglinear": LogLinearSpectrogram,
+    "loglinear_hop159": LogLinearHop159,
     "logmel": LogMelSpectrogram,
     "vggish": VGGishLogMel,
 }
