@@ -148,7 +148,7 @@ def test_a_bare_state_dict_without_prefixes_converts_too() -> None:
     assert not conversion.dropped_unused and not conversion.dropped_extra
 
 
-def test_the_convert_command_writes_a_checkpoint_that_avsl_test_scores(
+def test_the_convert_command_writes_a_checkpoint_and_says_how_to_score_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "ezvsl.ckpt"
@@ -156,20 +156,30 @@ def test_the_convert_command_writes_a_checkpoint_that_avsl_test_scores(
     printed = capsys.readouterr().out
     assert "EZVSL, 244 tensors; 224x224 frames, 3 s of 16000 Hz audio" in printed
     assert f"avsl test -c ezvsl -c vggss --ckpt_path {out}" in printed
-    # `avsl test` with the method's reference config scores it (here on 4 SynthAV clips of the reference geometry)
-    data = [
-        "--data.init_args.test.init_args.num_clips=4",
-        "--data.init_args.test.init_args.image_size=224",
-        "--data.init_args.test.init_args.duration=3.0",
-        "--data.init_args.batch_size=4",
-    ]
-    args = ["test", "-c", "ezvsl", "-c", "synthav", *data, f"--ckpt_path={out}", "--trainer.logger=false"]
-    assert main([*args, f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]) == 0
-    assert "test/ciou" in capsys.readouterr().out
     bad = tmp_path / "bad.pth"
     torch.save({"model": {"module.imgnet.conv1.weight": torch.zeros(64, 3, 7, 7)}}, bad)
     assert main(["convert", "--from", "ezvsl", str(bad), "--out", str(tmp_path / "b.ckpt")]) == 1
     assert "missing keys (avsl names)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", sorted(SAVED))
+def test_avsl_test_scores_a_converted_checkpoint_with_the_methods_config(
+    tmp_path: Path, layout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`avsl test -c <method> -c <data> --ckpt_path DST.ckpt`, here on 4 SynthAV clips of the method's geometry."""
+    out = tmp_path / f"{layout}.ckpt"
+    model, _ = convert_checkpoint(published(tmp_path, layout), layout, out)
+    signal = model.signal
+    data = [
+        "--data.init_args.test.init_args.num_clips=4",
+        f"--data.init_args.test.init_args.image_size={signal.frame_size[0]}",
+        f"--data.init_args.test.init_args.duration={signal.duration}",
+        "--data.init_args.batch_size=4",
+    ]
+    args = ["test", "-c", LAYOUTS[layout].method, "-c", "synthav", *data]
+    args += [f"--ckpt_path={out}", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    assert main([*args, f"--trainer.default_root_dir={tmp_path}"]) == 0
+    assert "test/ciou" in capsys.readouterr().out
 
 
 def test_avsl_ezvsl_gives_the_reference_loss_and_map_with_the_same_weights() -> None:
