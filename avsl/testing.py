@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import yaml
+from torch import Tensor
 
 from avsl.data import AVDataModule, SynthAV, split_labeled
 from avsl.lightning_cli import resolve_config
 from avsl.methods import LocalizationMethod, method_class
 from avsl.methods.base import inner_methods
 
-__all__ = ["SHRINK", "config_args", "tiny_args", "tiny_data", "write_video"]
+__all__ = ["SHRINK", "config_args", "fill_deterministic", "tiny_args", "tiny_data", "write_video"]
 
 #: Tiny values of the constructor arguments that set a method's size and signal. A method's tiny arguments are derived
 #: from its signature (the arguments it takes) and its config (the methods a wrapper wraps, with their arguments):
@@ -53,6 +55,30 @@ def config_args(config: str) -> dict[str, Any]:
     path."""
     spec = yaml.safe_load(Path(resolve_config(config)).read_text())
     return dict(spec["model"].get("init_args") or {})
+
+
+def fill_deterministic(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Deterministic weights for every floating tensor of a state dict, drawn in the order of the sorted names (other
+    tensors are copied): what the reference networks were run with for the parity tests (tests/data/README.md).
+
+    Fed a reference network's own names, it gives the weights its stored outputs were computed with, so a test can
+    save them in the reference's layout and convert them (tests/test_convert.py). Running variances lie in [0.5, 1.5],
+    batch-norm scales near 1, other weights ~ N(0, 1 / fan-in): activations stay in range through a ResNet.
+    """
+    g = torch.Generator().manual_seed(0)
+    out: dict[str, Tensor] = {}
+    for name in sorted(state):
+        t = state[name]
+        if not t.is_floating_point():
+            out[name] = t.clone()
+        elif name.endswith("running_var"):
+            out[name] = 0.5 + torch.rand(t.shape, generator=g)
+        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
+            out[name] = 1.0 + 0.1 * torch.randn(t.shape, generator=g)
+        else:
+            fan = t[0].numel() if t.dim() > 1 else 1
+            out[name] = torch.randn(t.shape, generator=g) / max(fan, 1) ** 0.5
+    return out
 
 
 def tiny_args(cls: type[LocalizationMethod], config: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from avsl.convert import LAYOUTS, convert_checkpoint, convert_state_dict, matchi
 from avsl.losses import mil_infonce
 from avsl.methods import EZVSL, load_method
 from avsl.nn.heads import cosine_map
+from avsl.testing import fill_deterministic
 
 DATA = Path(__file__).parent / "data"
 #: Each reference network's state-dict names and shapes, as its code builds it (reference_layouts.json).
@@ -39,20 +40,10 @@ UNUSED = {"ezvsl": 0, "fnac": 0, "slavc": 0, "lvs": 8, "sslalign": 8}
 
 def reference_fill(layout: str) -> dict[str, Tensor]:
     """Deterministic weights in the reference's own names (sorted), as the reference was run with."""
-    g = torch.Generator().manual_seed(0)
-    out: dict[str, Tensor] = {}
-    for name in sorted(REFERENCE_SHAPES[layout]):
-        shape = REFERENCE_SHAPES[layout][name]
-        if name.endswith("num_batches_tracked"):
-            out[name] = torch.tensor(0)
-        elif name.endswith("running_var"):
-            out[name] = 0.5 + torch.rand(shape, generator=g)
-        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
-            out[name] = 1.0 + 0.1 * torch.randn(shape, generator=g)
-        else:
-            fan = torch.Size(shape)[1:].numel() if len(shape) > 1 else 1
-            out[name] = torch.randn(shape, generator=g) / max(fan, 1) ** 0.5
-    return out
+    shapes = REFERENCE_SHAPES[layout]
+    return fill_deterministic(
+        {k: torch.tensor(0) if k.endswith("num_batches_tracked") else torch.zeros(v) for k, v in shapes.items()}
+    )
 
 
 def inputs() -> tuple[Tensor, Tensor]:
@@ -184,11 +175,9 @@ def test_avsl_test_scores_a_converted_checkpoint_with_the_methods_config(
 
 def test_avsl_ezvsl_gives_the_reference_loss_and_map_with_the_same_weights() -> None:
     """avsl's EZVSL against stoneMo/EZ-VSL's model.EZVSL (tests/data/ezvsl_reference.json), as tests/test_fnac.py."""
-    from test_fnac import fill_
-
     reference = json.loads((DATA / "ezvsl_reference.json").read_text())
     model = EZVSL()
-    model.load_state_dict(fill_(model.state_dict()))
+    model.load_state_dict(fill_deterministic(model.state_dict()))
     model.eval()
     g = torch.Generator().manual_seed(1)
     image, wave = torch.rand(4, 3, 224, 224, generator=g), 0.1 * torch.randn(4, 48000, generator=g)

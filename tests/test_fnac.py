@@ -9,38 +9,19 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from torch import Tensor
 
 from avsl.losses import fnac_regularizers, mil_infonce
 from avsl.methods import FNAC
 from avsl.nn.heads import cosine_map
-from avsl.testing import tiny_args, tiny_data
+from avsl.testing import fill_deterministic, tiny_args, tiny_data
 
 REFERENCE = Path(__file__).parent / "data" / "fnac_reference.json"
-
-
-def fill_(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Deterministic weights for every tensor (sorted by name): what the reference was run with (tests/data/README)."""
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for name in sorted(state):
-        t = state[name]
-        if not t.is_floating_point():
-            out[name] = t.clone()
-        elif name.endswith("running_var"):
-            out[name] = 0.5 + torch.rand(t.shape, generator=g)
-        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
-            out[name] = 1.0 + 0.1 * torch.randn(t.shape, generator=g)
-        else:
-            fan = t[0].numel() if t.dim() > 1 else 1
-            out[name] = torch.randn(t.shape, generator=g) / max(fan, 1) ** 0.5
-    return out
 
 
 def test_losses_and_map_equal_the_reference_with_the_same_weights() -> None:
     reference = json.loads(REFERENCE.read_text())
     model = FNAC()  # the reference network: ResNet-18 x2, 512-d, loglinear spectrogram
-    model.load_state_dict(fill_(model.state_dict()))
+    model.load_state_dict(fill_deterministic(model.state_dict()))
     model.eval()  # dropout off, batch norm on its running statistics: the reference's eval-mode forward
     g = torch.Generator().manual_seed(1)
     image, wave = torch.rand(4, 3, 224, 224, generator=g), 0.1 * torch.randn(4, 48000, generator=g)

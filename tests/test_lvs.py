@@ -9,38 +9,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from avsl.losses import lvs_trimap_logits
 from avsl.methods import LVS
-from avsl.testing import tiny_args
+from avsl.testing import fill_deterministic, tiny_args
 
 REFERENCE = Path(__file__).parent / "data" / "lvs_reference.json"
-
-
-def fill_(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Deterministic weights for every tensor (sorted by name): what the reference was run with (tests/data/README)."""
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for name in sorted(state):
-        t = state[name]
-        if not t.is_floating_point():
-            out[name] = t.clone()
-        elif name.endswith("running_var"):
-            out[name] = 0.5 + torch.rand(t.shape, generator=g)
-        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
-            out[name] = 1.0 + 0.1 * torch.randn(t.shape, generator=g)
-        else:
-            fan = t[0].numel() if t.dim() > 1 else 1
-            out[name] = torch.randn(t.shape, generator=g) / max(fan, 1) ** 0.5
-    return out
 
 
 def test_map_and_logits_equal_the_reference_with_the_same_weights() -> None:
     torch.set_num_threads(1)
     reference = json.loads(REFERENCE.read_text())
     model = LVS()  # the reference network: resnet18_lvs x2 without projection, loglinear spectrogram
-    model.load_state_dict(fill_(model.state_dict()))
+    model.load_state_dict(fill_deterministic(model.state_dict()))
     model.eval()  # batch norm on its running statistics, as the reference's test.py
     g = torch.Generator().manual_seed(1)
     image, wave = torch.rand(3, 3, 224, 224, generator=g), 0.1 * torch.randn(3, 48000, generator=g)

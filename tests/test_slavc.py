@@ -15,30 +15,11 @@ from torch import Tensor
 
 from avsl.methods import SLAVC
 from avsl.metrics.functional import slavc_confidence
-from avsl.testing import tiny_args, tiny_data
+from avsl.testing import fill_deterministic, tiny_args, tiny_data
 from avsl.types import TrainBatch
 
 REFERENCE = Path(__file__).parent / "data" / "slavc_reference.json"
 TAU = 0.03
-
-
-def fill_(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Deterministic weights for every tensor (sorted by name): what the reference was run with (tests/data/README).
-    The momentum encoders get other values than the online ones, so the maps tell which encoders made them."""
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for name in sorted(state):
-        t = state[name]
-        if not t.is_floating_point():
-            out[name] = t.clone()
-        elif name.endswith("running_var"):
-            out[name] = 0.5 + torch.rand(t.shape, generator=g)
-        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
-            out[name] = 1.0 + 0.1 * torch.randn(t.shape, generator=g)
-        else:
-            fan = t[0].numel() if t.dim() > 1 else 1
-            out[name] = torch.randn(t.shape, generator=g) / max(fan, 1) ** 0.5
-    return out
 
 
 def inputs() -> tuple[Tensor, Tensor]:
@@ -65,7 +46,8 @@ def reference() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def weights() -> dict[str, Tensor]:
-    return fill_(SLAVC(ogl_backbone="resnet18").state_dict())
+    # drawn name by name: the momentum encoders get other values than the online ones, so a map tells which made it
+    return fill_deterministic(SLAVC(ogl_backbone="resnet18").state_dict())
 
 
 def test_loss_and_maps_equal_the_reference_in_eval_mode(reference: dict[str, Any], weights: dict[str, Tensor]) -> None:
@@ -120,7 +102,7 @@ def test_a_training_step_moves_the_momentum_encoders_by_the_ema(tmp_path: Path) 
     torch.manual_seed(0)
     m = 0.9
     model = SLAVC(**{**tiny_args(SLAVC), "visual_momentum": m, "audio_momentum": m})
-    model.load_state_dict(fill_(model.state_dict()))  # momentum weights unlike the online ones
+    model.load_state_dict(fill_deterministic(model.state_dict()))  # momentum weights unlike the online ones
     online = [p.detach().clone() for p in model.encoders.parameters()]
     momentum = [p.detach().clone() for p in model.momentum_encoders.parameters()]
     assert all(not p.requires_grad for p in model.momentum_encoders.parameters())

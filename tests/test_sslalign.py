@@ -9,32 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
 
 from avsl.losses import mil_infonce, mil_similarity, multi_positive_infonce
 from avsl.methods import SSLAlign
 from avsl.methods.sslalign import neighbour_mask
-from avsl.testing import tiny_args
+from avsl.testing import fill_deterministic, tiny_args
 
 REFERENCE = Path(__file__).parent / "data" / "sslalign_reference.json"
-
-
-def fill_(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Deterministic weights for every tensor (sorted by name): what the reference was run with (tests/data/README)."""
-    g = torch.Generator().manual_seed(0)
-    out = {}
-    for name in sorted(state):
-        t = state[name]
-        if not t.is_floating_point():
-            out[name] = t.clone()
-        elif name.endswith("running_var"):
-            out[name] = 0.5 + torch.rand(t.shape, generator=g)
-        elif (".bn" in name and name.endswith(".weight")) or name.endswith("downsample.1.weight"):
-            out[name] = 1.0 + 0.1 * torch.randn(t.shape, generator=g)
-        else:
-            fan = t[0].numel() if t.dim() > 1 else 1
-            out[name] = torch.randn(t.shape, generator=g) / max(fan, 1) ** 0.5
-    return out
 
 
 def reference_name(name: str) -> str:
@@ -55,7 +36,7 @@ def lvs_window(clip: np.ndarray) -> np.ndarray:
 def test_map_equals_the_reference_with_the_same_weights() -> None:
     reference = json.loads(REFERENCE.read_text())
     model = SSLAlign()  # the reference network: resnet18_lvs x2, no projections, noverlap-353 spectrogram
-    weights = fill_(model.state_dict())
+    weights = fill_deterministic(model.state_dict())
     model.load_state_dict(weights)
     model.eval()
     # every avsl weight has one reference name; the reference's other weights are the unused stems and classifiers
