@@ -10,7 +10,7 @@ threshold), AUC, mean cIoU and the pointing rate (the map's peak inside the grou
     python benchmarks/learning.py --methods ezvsl xpl --settings camera crowd
     python benchmarks/learning.py --held-out                     # the settings no recipe was tuned on
     python benchmarks/learning.py --table runs/learning/results.jsonl   # print the table of earlier runs
-    python benchmarks/learning.py --settings clutter --controls          # every method, the audio-controls table
+    python benchmarks/learning.py --settings clutter widescreen --controls   # docs/results.md: the audio controls
     python benchmarks/learning.py --methods ezvsl --settings camera --set lr=1e-3 --name "ezvsl, lr 1e-3"  # a variant
     python benchmarks/learning.py --methods ezvsl --settings crowd --augment frame --name "ezvsl, no AudioJitter"
 
