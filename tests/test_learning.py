@@ -23,8 +23,8 @@ from avsl.recipes import train_recipe
 
 HELD_OUT = [name for name, setting in SETTINGS.items() if setting.held_out]
 # Pointing with the right sound that each recipe must reach on every held-out setting (issue 12; FNAC, LVS and
-# SSL-align from issue 16, below their measured 0.89 / 0.73 / 0.97 minima). SLAVC's recipe points at the source (0.81-0.83)
-# but misses the box-overlap margin on widescreen (mean cIoU 0.23 vs 0.18 with another sound): docs/methods/slavc.md.
+# SSL-align from issue 16, below their measured minima 0.89 / 0.73 / 0.97). SLAVC's recipe points at the source
+# (0.81-0.83) but misses the box-overlap margin on widescreen (mean cIoU 0.23, 0.18 with another clip's sound).
 TARGETS = {"ezvsl": 0.7, "uspl": 0.7, "semipl": 0.8, "xpl": 0.8, "fnac": 0.8, "lvs": 0.7, "sslalign": 0.8}
 TEST_CLIPS = 500  # as benchmarks/learning.py, whose table these margins check
 
