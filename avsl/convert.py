@@ -159,6 +159,8 @@ def convert_state_dict(state: dict[str, Tensor], layout: str | Layout, where: st
     Names outside the layout (not renamed, not known as unused) are refused unless the layout's reference loads with
     ``strict=False``. Whether every avsl weight is present is checked by :func:`convert_checkpoint` against the model.
     """
+    if isinstance(layout, str) and layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; expected one of {sorted(LAYOUTS)}")
     spec = LAYOUTS[layout] if isinstance(layout, str) else layout
     name = layout if isinstance(layout, str) else spec.method
     out = Conversion(name, {})
@@ -242,7 +244,7 @@ def convert_checkpoint(
         ValueError: unknown layout, an unreadable file, or weights that do not fit (the message lists the missing,
             unexpected or misshapen keys).
     """
-    if layout not in LAYOUTS:
+    if layout not in LAYOUTS:  # before the file is read
         raise ValueError(f"unknown layout {layout!r}; expected one of {sorted(LAYOUTS)}")
     path = Path(source)
     spec = LAYOUTS[layout]

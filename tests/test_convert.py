@@ -137,6 +137,8 @@ def test_a_bare_state_dict_without_prefixes_converts_too() -> None:
     conversion = convert_state_dict(reference_fill("ezvsl"), "ezvsl")
     assert set(conversion.state_dict) >= {"visual.proj.weight", "audio.backbone.model.conv1.weight"}
     assert not conversion.dropped_unused and not conversion.dropped_extra
+    with pytest.raises(ValueError, match="unknown layout 'nope'"):
+        convert_state_dict(reference_fill("ezvsl"), "nope")
 
 
 def test_the_convert_command_writes_a_checkpoint_and_says_how_to_score_it(
