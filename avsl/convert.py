@@ -21,10 +21,9 @@ from typing import Any
 
 import lightning
 import torch
-import yaml
 from torch import Tensor
 
-from avsl.lightning_cli import resolve_config
+from avsl.lightning_cli import config_args
 from avsl.methods import METHODS, LocalizationMethod, read_checkpoint
 
 __all__ = ["LAYOUTS", "Conversion", "Layout", "convert_checkpoint", "convert_state_dict", "matching_layouts"]
@@ -190,13 +189,8 @@ def _hint(state: dict[str, Tensor], tried: str) -> str:
     return f". It fits the layout of {', '.join(fits)}: try --from {fits[0]}" if fits else ""
 
 
-def _config_args(method: str) -> dict[str, Any]:
-    spec = yaml.safe_load(Path(resolve_config(f"methods/{method}.yaml")).read_text())
-    return dict(spec["model"].get("init_args") or {})
-
-
 def _build(layout: Layout) -> LocalizationMethod:
-    return METHODS[layout.method](**(_config_args(layout.method) | dict(layout.init_args)))
+    return METHODS[layout.method](**(config_args(f"methods/{layout.method}.yaml") | dict(layout.init_args)))
 
 
 def _check_fit(model: LocalizationMethod, converted: dict[str, Tensor], where: str, layout: str) -> None:

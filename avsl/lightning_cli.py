@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -24,7 +25,7 @@ from avsl.callbacks import ResumeState
 from avsl.methods import LocalizationMethod
 from avsl.viz import HeatmapLogger
 
-__all__ = ["AVSLCLI", "resolve_config", "shipped_configs"]
+__all__ = ["AVSLCLI", "config_args", "resolve_config", "shipped_configs"]
 
 
 def _config_root() -> Path:
@@ -48,6 +49,13 @@ def resolve_config(value: str) -> str:
         if candidate.is_file():
             return str(candidate)
     return value  # let LightningCLI report the missing file
+
+
+def config_args(config: str) -> dict[str, Any]:
+    """``model.init_args`` of a method config: a shipped name (``"ezvsl"``, ``"methods/xpl_synthav.yaml"``) or a
+    path."""
+    spec = yaml.safe_load(Path(resolve_config(config)).read_text())
+    return dict(spec["model"].get("init_args") or {})
 
 
 def _resolve_config_args(args: Sequence[str]) -> list[str]:

@@ -11,16 +11,14 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import Tensor
 
 from avsl.data import AVDataModule, SynthAV, split_labeled
-from avsl.lightning_cli import resolve_config
+from avsl.lightning_cli import config_args
 from avsl.methods import LocalizationMethod, method_class
 from avsl.methods.base import inner_methods
 
@@ -48,13 +46,6 @@ SHRINK: dict[str, Any] = {
     "frame_size": (64, 64),
     "duration": 0.5,
 }
-
-
-def config_args(config: str) -> dict[str, Any]:
-    """``model.init_args`` of a method config: a shipped name (``"ezvsl"``, ``"methods/xpl_synthav.yaml"``) or a
-    path."""
-    spec = yaml.safe_load(Path(resolve_config(config)).read_text())
-    return dict(spec["model"].get("init_args") or {})
 
 
 def fill_deterministic(state: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -9,8 +9,7 @@ from torch import Tensor
 
 from avsl.losses import mil_infonce
 from avsl.methods.base import LocalizationMethod, Signal
-from avsl.nn.backbones import create_backbone
-from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, object_guided
+from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, object_guided, objectness_network
 from avsl.types import TrainBatch
 
 __all__ = ["EZVSL", "gathered_mil_infonce"]
@@ -116,9 +115,7 @@ class EZVSL(LocalizationMethod):
         self.ogl_alpha = ogl_alpha
         self.visual = VisualEncoder(vision_backbone, vision_pretrained, vision_checkpoint, vision_out_index, embed_dim)
         self.audio = AudioEncoder(audio_backbone, audio_frontend, sample_rate, embed_dim=embed_dim)
-        self.ogl = None
-        if ogl_backbone is not None:
-            self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
+        self.ogl = objectness_network(ogl_backbone, ogl_pretrained, ogl_checkpoint)
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
         """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""

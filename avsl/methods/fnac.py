@@ -10,8 +10,7 @@ from torch import Tensor
 from avsl.losses import fnac_regularizers
 from avsl.methods.base import LocalizationMethod, Signal
 from avsl.methods.ezvsl import gathered_mil_infonce
-from avsl.nn.backbones import create_backbone
-from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, object_guided
+from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, object_guided, objectness_network
 from avsl.types import TrainBatch
 
 __all__ = ["FNAC"]
@@ -100,9 +99,7 @@ class FNAC(LocalizationMethod):
         self.audio = AudioEncoder(
             audio_backbone, audio_frontend, sample_rate, embed_dim=embed_dim, dropout=audio_dropout
         )
-        self.ogl = None
-        if ogl_backbone is not None:
-            self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
+        self.ogl = objectness_network(ogl_backbone, ogl_pretrained, ogl_checkpoint)
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
         """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""

@@ -13,8 +13,7 @@ from torch import Tensor, nn
 
 from avsl.losses import slavc_loss
 from avsl.methods.base import LocalizationMethod, Signal
-from avsl.nn.backbones import create_backbone
-from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, ezvsl_init_
+from avsl.nn.heads import AudioEncoder, VisualEncoder, cosine_map, ezvsl_init_, objectness, objectness_network
 from avsl.types import TrainBatch
 
 __all__ = ["SLAVC", "SLAVCEncoders", "ema_update_"]
@@ -77,7 +76,7 @@ class SLAVCEncoders(nn.Module):
 
     def encode_audio(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """The two heads' L2-normalized embeddings (B, D) of waveforms (global max pool, as EZ-VSL)."""
-        features = self.audio_dropout(self.audio.backbone(self.audio.frontend(audio)).amax(dim=(2, 3)))
+        features = self.audio_dropout(self.audio.features(audio))
         first, second = (F.normalize(head(features), dim=1) for head in self.audio_heads)
         return first, second
 
@@ -177,9 +176,7 @@ class SLAVC(LocalizationMethod):
         # Starts as a copy of the online encoders (SLAVC initialize_momentum_encoder); no gradient, so the base's
         # param_groups leaves it out of the optimizer. Its batch norms run in the module's mode, as the reference's.
         self.momentum_encoders = copy.deepcopy(self.encoders).requires_grad_(False)
-        self.ogl = None
-        if ogl_backbone is not None:
-            self.ogl = create_backbone(ogl_backbone, 3, ogl_pretrained, ogl_checkpoint).requires_grad_(False).eval()
+        self.ogl = objectness_network(ogl_backbone, ogl_pretrained, ogl_checkpoint)
 
     @torch.no_grad()
     def update_momentum_encoders(self) -> None:
@@ -196,12 +193,11 @@ class SLAVC(LocalizationMethod):
         sim = (cosine_map(v1, a1) + cosine_map(v2, a2)) / 2
         if self.ogl is None or self.training:
             return sim
-        self.ogl.eval()
-        objectness = self.ogl(self.encoders.visual.normalize(image)).abs().mean(dim=1)
-        objectness = self.upsample(objectness.float(), (sim.shape[-2], sim.shape[-1]))
+        obj = objectness(self.ogl, self.encoders.visual.normalize(image)).float()
+        obj = self.upsample(obj, (sim.shape[-2], sim.shape[-1]))
         # alpha * cos + (1 - alpha) * (2 obj / 2.5 - 1) is 2 * [alpha * (cos + 1) / 2 + (1 - alpha) * obj / 2.5] - 1:
         # the reference's mix (test.py), in cosine units. Bicubic upsampling is linear, so mixing before it is the same.
-        return self.ogl_alpha * sim + (1 - self.ogl_alpha) * (2 * objectness / OBJECTNESS_MAX - 1)
+        return self.ogl_alpha * sim + (1 - self.ogl_alpha) * (2 * obj / OBJECTNESS_MAX - 1)
 
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]

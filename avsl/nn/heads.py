@@ -10,7 +10,15 @@ from avsl.nn.audio import create_frontend
 from avsl.nn.backbones import create_backbone
 from avsl.nn.maps import minmax_normalize
 
-__all__ = ["AudioEncoder", "VisualEncoder", "cosine_map", "ezvsl_init_", "object_guided"]
+__all__ = [
+    "AudioEncoder",
+    "VisualEncoder",
+    "cosine_map",
+    "ezvsl_init_",
+    "object_guided",
+    "objectness",
+    "objectness_network",
+]
 
 # ImageNet statistics: every timm CNN in the registry expects inputs normalized with them.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -109,9 +117,13 @@ class AudioEncoder(nn.Module):
         if not (pretrained or checkpoint_path):
             ezvsl_init_(self.backbone)
 
+    def features(self, audio: Tensor) -> Tensor:
+        """Globally max-pooled backbone features (B, C) of waveforms, before dropout and the projection."""
+        pooled: Tensor = self.backbone(self.frontend(audio)).amax(dim=(2, 3))
+        return pooled
+
     def forward(self, audio: Tensor) -> Tensor:
-        fmap = self.backbone(self.frontend(audio))
-        return F.normalize(self.proj(self.dropout(fmap.amax(dim=(2, 3)))), dim=1)
+        return F.normalize(self.proj(self.dropout(self.features(audio))), dim=1)
 
 
 def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
@@ -120,13 +132,27 @@ def cosine_map(visual: Tensor, audio: Tensor) -> Tensor:
         return torch.einsum("bchw,bc->bhw", visual.float(), audio.float())
 
 
+def objectness_network(backbone: str | None, pretrained: bool, checkpoint: str | None) -> nn.Module | None:
+    """The frozen ImageNet network of object-guided localization (OGL), or None when ``backbone`` is None."""
+    if backbone is None:
+        return None
+    return create_backbone(backbone, 3, pretrained, checkpoint).requires_grad_(False).eval()
+
+
+def objectness(ogl: nn.Module, normalized: Tensor) -> Tensor:
+    """OGL's objectness (B, h, w) of ImageNet-normalized frames: the channel mean of the absolute last-stage
+    activations of the frozen network ``ogl`` (EZ-VSL's and SLAVC's ``test.py``), in eval mode."""
+    ogl.eval()
+    out: Tensor = ogl(normalized).abs().mean(dim=1)
+    return out
+
+
 def object_guided(sim: Tensor, ogl: nn.Module, normalized: Tensor, alpha: float) -> Tensor:
     """Object-guided localization (OGL; EZ-VSL ``test.py``, also FNAC's): ``minmax(alpha * minmax(AV) + (1 - alpha) *
     minmax(OBJ))`` in [0, 1], where OBJ is the channel mean of the absolute last-stage activations of the frozen
     ImageNet network ``ogl`` on the ImageNet-normalized frames, resized to the AV map's (B, h, w) resolution (bilinear,
     align_corners=True). Mixing at the AV map's resolution equals mixing after the references' align_corners=True
     upsampling, which keeps each map's min and max."""
-    ogl.eval()
-    objectness = ogl(normalized).abs().mean(dim=1, keepdim=True)
-    obj = F.interpolate(objectness, size=sim.shape[-2:], mode="bilinear", align_corners=True)[:, 0]
+    obj = F.interpolate(objectness(ogl, normalized)[:, None], size=sim.shape[-2:], mode="bilinear", align_corners=True)
+    obj = obj[:, 0]
     return minmax_normalize(alpha * minmax_normalize(sim) + (1 - alpha) * minmax_normalize(obj))
