@@ -20,6 +20,7 @@ pytest.importorskip("litdata")
 
 from avsl.cli import main
 from avsl.data import AVDataModule, JointRandomCropFlip, SynthAV, VGGSSDataset, write_synthav
+from avsl.data.io import DataError
 from avsl.data.prepare import prepare
 from avsl.data.streaming import StreamingAVDataset, write_shards
 from avsl.methods import EZVSL
@@ -63,6 +64,47 @@ def test_the_same_samples_both_ways(folder: Path, shards: Path) -> None:
     jittered = StreamingAVDataset(str(shards), augment=JointRandomCropFlip())[0]
     torch.manual_seed(3)
     assert _same(jittered, JointRandomCropFlip()(StreamingAVDataset(str(shards))[0]))
+
+
+def test_samples_that_fail_to_decode_are_left_out_and_listed(tmp_path: Path) -> None:
+    root = tmp_path / "synthav"
+    write_synthav(root, {"train": SynthAV(8, seed=1, frame_size=(72, 128), duration=1.5, cache=False)}, progress=False)
+    frames = sorted((root / "frames").glob("*.jpg"))
+    frames[2].write_bytes(b"not a jpeg")
+    frames[5].write_bytes(frames[6].read_bytes()[:100])  # truncated
+    out = write_shards(_reader(root), tmp_path / "shards", workers=2)
+    meta = json.loads((out / "avsl_shards.json").read_text())
+    assert [s["sample_id"] for s in meta["skipped"]] == [frames[2].stem, frames[5].stem]
+    assert str(frames[2]) in meta["skipped"][0]["problem"] and "corrupt" in meta["skipped"][0]["problem"]
+    streamed = StreamingAVDataset(str(out))
+    assert meta["samples"] == len(streamed) == 6
+    assert {streamed[i]["sample_id"] for i in range(6)} == {f.stem for f in frames} - {frames[2].stem, frames[5].stem}
+
+    for f in frames:
+        f.write_bytes(b"")
+    with pytest.raises(DataError, match="no sample of the dataset can be decoded"):
+        write_shards(_reader(root), tmp_path / "none", workers=2)
+    assert not (tmp_path / "none" / "index.json").exists()
+
+
+def test_sharding_real_size_frames_after_torch_ran_in_parallel(tmp_path: Path) -> None:
+    """litdata forks its workers; a parent whose OpenMP pool has run (a parallel resize) used to leave them hung in
+    their first resize of a 640x360 frame (write_shards itself decoded every sample in the parent first)."""
+    root = tmp_path / "synthav"
+    write_synthav(root, {"train": SynthAV(4, seed=2, frame_size=(360, 640), duration=1.0, cache=False)}, progress=False)
+    script = textwrap.dedent(f"""
+        import torch, torch.nn.functional as F
+        from avsl.data import VGGSSDataset
+        from avsl.data.streaming import write_shards
+        torch.set_num_threads(2)
+        F.interpolate(torch.rand(1, 3, 640, 640), size=(300, 300), mode="bilinear", antialias=True)
+        reader = VGGSSDataset({str(root)!r}, split="train", image_size=224, duration=0.5)
+        reader.load(0)
+        write_shards(reader, {str(tmp_path / "shards")!r}, workers=2)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((tmp_path / "shards" / "avsl_shards.json").read_text())["samples"] == 4
 
 
 def test_prepared_videos_shard_through_the_cli(tmp_path: Path) -> None:

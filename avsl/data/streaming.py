@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +81,30 @@ def _decode(item: dict[str, Any]) -> AVSample:
 
 
 class _Encoder:
-    """The function litdata's ``optimize`` maps over sample indices (picklable: it runs in worker processes)."""
+    """The function litdata's ``optimize`` maps over sample indices (picklable: it runs in worker processes).
 
-    def __init__(self, dataset: AVDataset) -> None:
-        self.dataset = dataset
+    A generator, so that a sample that fails to decode yields nothing (litdata writes what a generator yields); the
+    failure goes to a file of its worker process in ``skipped``, which :func:`write_shards` reads back. Each sample is
+    decoded once, in the workers (before: once more in the parent process, one core, to find the bad ones)."""
 
-    def __call__(self, index: int) -> dict[str, Any]:
+    def __init__(self, dataset: AVDataset, skipped: Path) -> None:
+        self.dataset, self.skipped = dataset, skipped
+        self.parent = os.getpid()
+
+    def __call__(self, index: int) -> Iterator[dict[str, Any]]:
+        if os.getpid() != self.parent and torch.get_num_threads() != 1:
+            # A process forked after its parent ran a parallel torch op inherits a dead OpenMP pool and hangs in its
+            # first parallel op (resizing a 640x360 frame): one thread runs inline, as in DataLoader workers.
+            torch.set_num_threads(1)
         d = self.dataset
-        return _encode(d.load(index, augment=False), (d.sample_rate, d.image_size, d.duration))
+        try:
+            sample = d.load(index, augment=False)
+        except DataError as err:
+            record = {"index": index, "sample_id": d.entries[index].sample_id, "problem": str(err)}
+            with open(self.skipped / f"{os.getpid()}.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            return
+        yield _encode(sample, (d.sample_rate, d.image_size, d.duration))
 
 
 def write_shards(
@@ -99,34 +117,32 @@ def write_shards(
     ``out`` (a local folder; upload it to object storage as it is). Samples that fail to decode are left out and
     listed in ``out/avsl_shards.json``. Returns ``out``."""
     out = Path(out)
-    bad: list[dict[str, str]] = []
-    good: list[int] = []
-    for index in range(len(dataset)):
-        try:
-            dataset.load(index, augment=False)
-        except DataError as err:
-            bad.append({"sample_id": dataset.entries[index].sample_id, "problem": str(err)})
-        else:
-            good.append(index)
-    if not good:
+    if not len(dataset):
+        raise DataError(str(out), "the dataset has no samples: nothing to shard", kind="no samples")
+    with tempfile.TemporaryDirectory(prefix="avsl_shards_") as tmp:
+        litdata.optimize(
+            fn=_Encoder(dataset, Path(tmp)),
+            inputs=list(range(len(dataset))),
+            output_dir=str(out),
+            chunk_bytes=chunk_bytes,
+            num_workers=workers or min(len(dataset), os.cpu_count() or 1),
+            verbose=False,
+            mode="overwrite",
+            # fork: the encoder (a reader) needs no re-import, and a script read from stdin works too (spawn re-runs
+            # the main module); litdata's own default is spawn
+            start_method="fork" if os.name == "posix" else None,
+        )
+        records = [json.loads(line) for f in sorted(Path(tmp).glob("*.jsonl")) for line in f.read_text().splitlines()]
+    bad = [{"sample_id": r["sample_id"], "problem": r["problem"]} for r in sorted(records, key=lambda r: r["index"])]
+    written = len(dataset) - len(bad)
+    if not written:
+        (out / "index.json").unlink(missing_ok=True)  # litdata's index of nothing would read as an empty dataset
         raise DataError(str(out), "no sample of the dataset can be decoded: nothing to shard", kind="no samples")
-    litdata.optimize(
-        fn=_Encoder(dataset),
-        inputs=good,
-        output_dir=str(out),
-        chunk_bytes=chunk_bytes,
-        num_workers=workers or min(len(good), os.cpu_count() or 1),
-        verbose=False,
-        mode="overwrite",
-        # fork: the encoder (a reader) needs no re-import, and a script read from stdin works too (spawn re-runs
-        # the main module); litdata's own default is spawn
-        start_method="fork" if os.name == "posix" else None,
-    )
     meta = {
         "sample_rate": dataset.sample_rate,
         "image_size": dataset.image_size,
         "duration": dataset.duration,
-        "samples": len(good),
+        "samples": written,
         "source": repr(dataset),
         "skipped": bad,
     }
