@@ -63,3 +63,33 @@ def test_missing_sets_and_sample_rate() -> None:
         _ = mixed.sample_rate
     eval_batch = next(iter(dm.val_dataloader()))
     assert torch.is_tensor(eval_batch["gt_map"]) and eval_batch["image"].shape[0] == 2
+
+
+class _Draws(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Items that are draws of torch's global generator, as an augmentation's are."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return torch.rand(3)
+
+
+def test_seeded_samples_draw_from_seed_epoch_and_index_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from avsl.data.datamodule import SeededSamples, _mix
+
+    samples = SeededSamples(_Draws(), seed=5)
+    key = 2 * 4 + 3  # epoch 2, item 3
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(_mix(5, 2, 3)))
+    before = torch.random.get_rng_state()
+    assert torch.equal(samples[key], expected) and torch.equal(samples[key], expected)
+    assert torch.equal(torch.random.get_rng_state(), before)  # the global generator is put back
+    assert not torch.equal(samples[key - 4], expected)  # another epoch, another draw
+
+    # Only the CPU generator is seeded: torch.manual_seed also queues a seed for every accelerator not initialised
+    # in the process, recording the Python stack each time (about 1 ms per sample in a DataLoader worker).
+    def refuse(seed: int) -> None:
+        raise AssertionError("torch.manual_seed called per sample")
+
+    monkeypatch.setattr(torch, "manual_seed", refuse)
+    assert torch.equal(samples[key], expected)
