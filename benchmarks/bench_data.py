@@ -7,7 +7,9 @@ Writes a folder of generated clips in the VGG-SS layout (``frames/<id>.jpg``, ``
 - ``image``: JPEG decode + resize to ``image_size``, in 8 bits before the conversion to float (what the reader does,
   ``load_image(path, size)``) and, for comparison, converted to float first and then resized;
 - ``audio``: WAV decode + resample of the window (what the reader does), and of the whole clip for comparison;
-- ``sample``: the whole ``__getitem__`` (decode, GT map, mask), without and with ``JointRandomCropFlip``.
+- ``sample``: the whole ``__getitem__`` (decode, GT map, mask), without and with ``JointRandomCropFlip``;
+- ``shards``: the same samples written by ``avsl shard`` (8-bit frames at ``image_size``, the window, GT map and mask)
+  and read back by ``StreamingAVDataset``, without and with ``JointRandomCropFlip`` (needs litdata).
 
 Usage::
 
@@ -124,6 +126,16 @@ def main() -> None:
             "sample (no augment)": rate_of(lambda i: plain[i], n, args.repeats),
             "sample + JointRandomCropFlip": rate_of(lambda i: augmented[i], n, args.repeats),
         }
+        try:
+            from avsl.data.streaming import StreamingAVDataset, write_shards
+        except ImportError:
+            print("litdata is not installed: no shards rows (pip install 'avsl[stream]')")
+        else:  # the same samples written at training size (`avsl shard`), read back as a training loader does
+            shards = write_shards(plain, Path(tmp) / "shards")
+            streamed = StreamingAVDataset(str(shards))
+            streamed_aug = StreamingAVDataset(str(shards), augment=JointRandomCropFlip())
+            results["shards at training size (avsl shard)"] = rate_of(lambda i: streamed[i], n, args.repeats)
+            results["shards + JointRandomCropFlip"] = rate_of(lambda i: streamed_aug[i], n, args.repeats)
     print(
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread; {n} clips: "
         f"{width}x{height} JPEG, {args.clip_seconds:g} s {args.audio_rate} Hz x{args.channels} PCM16 -> "

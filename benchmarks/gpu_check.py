@@ -14,7 +14,8 @@ Sections (each a list of rows in the JSON; one table printed at the end):
   ``Trainer.fit`` against a plain PyTorch loop of the same network and loss written here, on the same
   device-resident batch; the FLOP rate (``torch.utils.flop_counter``) against the device's measured matmul peak.
 - ``loader``: samples/s of ``AVDataModule`` with N workers on a folder of 640x360 JPEG frames and 10-s 16-kHz WAVs
-  (the layout ``avsl prepare`` writes) with the VGG-SS reader and its training augmentation, against the step rate.
+  (the layout ``avsl prepare`` writes) with the VGG-SS reader and its training augmentation, and on the same samples
+  as litdata shards at training size (``avsl shard``), against the step rate.
 
     python benchmarks/gpu_check.py --out runs/gpu_check.json          # on the GPU if there is one
     python benchmarks/gpu_check.py --tiny --device cpu --out x.json   # tiny shapes: what tests/test_gpu_check.py runs
@@ -53,6 +54,7 @@ from avsl.methods import EZVSL, METHODS, load_method
 from avsl.methods.base import build_method
 from avsl.metrics import PROTOCOLS, EvaluationMetrics
 from avsl.testing import config_args, tiny_args
+from avsl.types import TrainBatch
 
 # Dense datasheet peaks (TFLOP/s) of devices we know, beside the matmul rate measured in the run.
 DATASHEET = {"H200": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "tf32": 494.0, "fp32": 67.0}}
@@ -322,8 +324,11 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def plain_loop(batch: dict[str, Tensor], device: str, steps: int, warmup: int, fast: bool) -> float:
-    """Samples/s of the plain loop; ``fast``: bf16 autocast and channels-last, else float32 NCHW."""
+def plain_loop(
+    batch: dict[str, Tensor], device: str, steps: int, warmup: int, fast: bool, each_step: Callable[[], Any] = int
+) -> float:
+    """Samples/s of the plain loop; ``fast``: bf16 autocast and channels-last, else float32 NCHW. ``each_step`` is
+    called after every step (the profiler's ``step``)."""
     torch.manual_seed(0)
     model = PlainEZVSL().to(device)
     if fast:
@@ -339,6 +344,7 @@ def plain_loop(batch: dict[str, Tensor], device: str, steps: int, warmup: int, f
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        each_step()
     _sync(device)
     return steps * batch["image"].shape[0] / (time.perf_counter() - start)
 
@@ -385,18 +391,43 @@ class _StepClock(pl.Callback):
         self.seconds = time.perf_counter() - self.start
 
 
+class QuietEZVSL(EZVSL):
+    """EZ-VSL whose training step logs nothing: ``Trainer.fit``'s cost without ``self.log`` (a diagnostic row)."""
+
+    def training_step(self, batch: TrainBatch, batch_idx: int) -> Tensor:
+        return torch.stack(list(self.training_losses(batch).values())).sum()
+
+
+class _EachStep(pl.Callback):
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self.call = call
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        self.call()
+
+
 def avsl_fit(
-    batch: dict[str, Any], device: str, steps: int, warmup: int, precision: str, fast: bool, compile: bool
+    batch: dict[str, Any],
+    device: str,
+    steps: int,
+    warmup: int,
+    precision: str,
+    fast: bool,
+    compile: str | None,
+    quiet: bool = False,
+    each_step: Callable[[], Any] = int,
 ) -> float:
-    """Samples/s of ``Trainer.fit`` on avsl's EZ-VSL at the reference setting, on the same device-resident batch."""
+    """Samples/s of ``Trainer.fit`` on avsl's EZ-VSL at the reference setting, on the same device-resident batch.
+    ``compile``: a ``torch.compile`` mode for both encoders (``"reduce-overhead"`` captures CUDA graphs); ``quiet``:
+    :class:`QuietEZVSL`; ``each_step`` is called after every step."""
     torch.manual_seed(0)
     size, seconds = tuple(batch["image"].shape[-2:]), batch["audio"].shape[-1] / 16000
-    model = EZVSL(frame_size=size, duration=seconds)  # type: ignore[arg-type]
+    model = (QuietEZVSL if quiet else EZVSL)(frame_size=size, duration=seconds)  # type: ignore[arg-type]
     if compile:
-        model.visual.compile()
-        model.audio.compile()
+        model.visual.compile(mode=compile)
+        model.audio.compile(mode=compile)
     clock = _StepClock(warmup, device)
-    callbacks: list[pl.Callback] = [clock, *([ChannelsLast()] if fast else [])]
+    callbacks: list[pl.Callback] = [clock, _EachStep(each_step), *([ChannelsLast()] if fast else [])]
     loader = torch.utils.data.DataLoader(_SameBatch(batch, warmup + steps), batch_size=None)
     warnings.filterwarnings("ignore", "You defined a `validation_step` but have no `val_dataloader`")
     root = Path(tempfile.mkdtemp())
@@ -419,21 +450,27 @@ def matmul_peak(device: str, dtype: torch.dtype, n: int) -> float:
 
 
 def profile_steps(batch: dict[str, Any], device: str, out: Path) -> None:
-    """torch.profiler tables of 5 steps (after 3) of avsl's EZ-VSL in Trainer.fit and of the plain network in the plain
-    loop, both bf16 and channels-last: where the time of each goes, op by op."""
-    from torch.profiler import ProfilerActivity, profile
+    """torch.profiler tables and Chrome traces (``chrome://tracing``, Perfetto) of 5 steady steps (after 3) of avsl's
+    EZ-VSL in Trainer.fit and of the plain network in the plain loop, both bf16 and channels-last: where the time of
+    each goes, op by op, and in the trace whether the device waits for the host between kernels."""
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
     for name, run in (
-        ("avsl_fit", partial(avsl_fit, batch, device, 5, 3, "bf16-mixed", True, False)),
+        ("avsl_fit", partial(avsl_fit, batch, device, 5, 3, "bf16-mixed", True, None)),
         ("plain_loop", partial(plain_loop, batch, device, 5, 3, True)),
     ):
-        with profile(activities=activities) as prof:
-            run()
-        text = prof.key_averages().table(sort_by=sort, row_limit=30)
-        text += "\n\nby CPU time:\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=30)
-        (out / f"profile_{name}.txt").write_text(text)
+
+        def write(prof: profile, name: str = name) -> None:  # called once, when the 5 active steps are recorded
+            text = prof.key_averages().table(sort_by=sort, row_limit=30)
+            text += "\n\nby CPU time:\n" + prof.key_averages().table(sort_by="cpu_time_total", row_limit=30)
+            (out / f"profile_{name}.txt").write_text(text)
+            prof.export_chrome_trace(str(out / f"trace_{name}.json"))
+
+        plan = schedule(wait=0, warmup=3, active=5, repeat=1)
+        with profile(activities=activities, schedule=plan, on_trace_ready=write) as prof:
+            run(each_step=prof.step)
 
 
 def check_throughput(device: str, tiny: bool, compile: bool, profile_dir: Path | None = None) -> dict[str, Any]:
@@ -441,7 +478,7 @@ def check_throughput(device: str, tiny: bool, compile: bool, profile_dir: Path |
     torch.backends.cudnn.benchmark = (
         True  # every row: the plain loop as a tuned script would run it, Trainer(benchmark)
     )
-    steps, warmup = (2, 1) if tiny else (30, 8)
+    steps, warmup = (2, 1) if tiny else (50, 10)
     gen = torch.Generator().manual_seed(0)
     batch = {
         "image": torch.rand(batch_size, 3, size, size, generator=gen).to(device),
@@ -463,31 +500,44 @@ def check_throughput(device: str, tiny: bool, compile: bool, profile_dir: Path |
     peaks["tf32"] = matmul_peak(device, torch.float32, n)
     torch.backends.cuda.matmul.allow_tf32 = tf32
     common = (batch, device, steps, warmup)
-    runs: list[tuple[str, str, bool, bool, Callable[[], float]]] = [
-        ("plain loop", "32-true", False, False, partial(plain_loop, *common, False)),
-        ("plain loop", "bf16 autocast", True, False, partial(plain_loop, *common, True)),
-        ("avsl model, plain loop", "bf16 autocast", True, False, partial(avsl_model_loop, *common)),
-        ("avsl Trainer.fit", "32-true", False, False, partial(avsl_fit, *common, "32-true", False, False)),
-        ("avsl Trainer.fit", "bf16-mixed", True, False, partial(avsl_fit, *common, "bf16-mixed", True, False)),
+    fit = partial(avsl_fit, *common)
+    runs: list[tuple[str, str, bool, str, Callable[[], float]]] = [
+        ("plain loop", "32-true", False, "no", partial(plain_loop, *common, False)),
+        ("plain loop", "bf16 autocast", True, "no", partial(plain_loop, *common, True)),
+        ("avsl model, plain loop", "bf16 autocast", True, "no", partial(avsl_model_loop, *common)),
+        ("avsl Trainer.fit", "32-true", False, "no", partial(fit, "32-true", False, None)),
+        ("avsl Trainer.fit", "bf16-mixed", True, "no", partial(fit, "bf16-mixed", True, None)),
+        # diagnostic: the same without self.log in the step (what logging costs per step)
+        ("avsl Trainer.fit, no self.log", "bf16-mixed", True, "no", partial(fit, "bf16-mixed", True, None, True)),
     ]
-    if compile:
-        runs.append(
-            ("avsl Trainer.fit", "bf16-mixed", True, True, partial(avsl_fit, *common, "bf16-mixed", True, True))
-        )
+    if compile:  # the encoders compiled; "reduce-overhead" replays them as CUDA graphs (no launch cost per kernel)
+        runs += [
+            ("avsl Trainer.fit", "bf16-mixed", True, mode, partial(fit, "bf16-mixed", True, mode))
+            for mode in ("default", "reduce-overhead")
+        ]
+    # Every row runs `repeats` times, the rows in turn (a drift of the clock or the temperature spreads over all of
+    # them); the best run is the row's rate, the others are kept.
+    rates: list[list[float]] = [[] for _ in runs]
+    errors: dict[int, str] = {}
+    for _ in range(1 if tiny else 2):
+        for i, (*_setting, run) in enumerate(runs):
+            if i in errors:
+                continue
+            try:
+                rates[i].append(run())
+            except Exception as err:
+                errors[i] = f"{type(err).__name__}: {err}"[:400]
+            torch._dynamo.reset()  # each compiled row starts from its own graphs
     rows = []
-    for loop, precision, channels_last, compiled, run in runs:
-        row: dict[str, Any] = {
-            "loop": loop,
-            "precision": precision,
-            "channels_last": channels_last,
-            "compile": compiled,
-        }
-        try:
-            rate = run()
-            row.update(ok=True, samples_per_s=rate, tflops=rate * flops_per_sample / 1e12)
+    for i, (loop, precision, channels_last, compiled, _run) in enumerate(runs):
+        row: dict[str, Any] = {"loop": loop, "precision": precision, "channels_last": channels_last}
+        row["compile"] = compiled
+        if i in errors:
+            row.update(ok=False, error=errors[i], runs=rates[i])
+        else:
+            rate = max(rates[i])
+            row.update(ok=True, samples_per_s=rate, runs=rates[i], tflops=rate * flops_per_sample / 1e12)
             row["of_peak"] = row["tflops"] / peaks["bf16" if "bf16" in precision else "tf32"]
-        except Exception as err:
-            row.update(ok=False, error=f"{type(err).__name__}: {err}"[:400])
         rows.append(row)
     if profile_dir is not None:
         profile_dir.mkdir(parents=True, exist_ok=True)
@@ -510,36 +560,77 @@ def check_throughput(device: str, tiny: bool, compile: bool, profile_dir: Path |
 
 
 # ---------------------------------------------------------------------------------------------------- loader
+def _replicated_ids(folder: Path, ids: list[str], times: int) -> list[str]:
+    """``ids`` and ``times - 1`` copies of them under new names (hard links of the frame and the audio file): an epoch
+    long enough for every worker to load several batches, without generating more clips."""
+    out = list(ids)
+    for k in range(1, times):
+        for sid in ids:
+            new = f"r{k}_{sid}"
+            for sub, suffix in (("frames", ".jpg"), ("audio", ".wav")):
+                link = folder / sub / f"{new}{suffix}"
+                if not link.exists():
+                    os.link(folder / sub / f"{sid}{suffix}", link)
+            out.append(new)
+    return out
+
+
+def _epoch_rate(data: AVDataModule) -> tuple[float, float, int]:
+    """Samples/s of one training epoch from its first batch to its last, the wait for the first batch, and the
+    samples; counting from the first batch leaves the workers' start-up out, as in a long epoch."""
+    start = time.perf_counter()
+    first, last, samples = 0.0, 0.0, 0
+    for batch, _, _ in data.train_dataloader():
+        now = time.perf_counter()
+        if not first:
+            first = now
+        else:
+            samples += batch["unlabeled"]["image"].shape[0]
+        last = now
+    return samples / max(last - first, 1e-9), first - start, samples
+
+
 def check_loader(root: Path, tiny: bool, workers: list[int], step_rate: float | None) -> list[dict[str, Any]]:
-    """Samples/s of AVDataModule's training loader on a prepared folder (640x360 JPEGs, 10-s 16-kHz WAVs; the VGG-SS
-    reader at 224 px and 3 s with JointRandomCropFlip), per number of workers: the steady rate over three epochs
-    after the first batch (workers persist across epochs), and the wait for the first batch."""
-    clips, batch_size, frame, seconds = (16, 4, (72, 128), 2.0) if tiny else (1024, 128, (360, 640), 10.0)
+    """Samples/s of AVDataModule's training loader, per reader and number of workers, against the training step.
+
+    ``folder``: the VGG-SS reader on a prepared folder (640x360 JPEGs, 10-s 16-kHz WAVs, as ``avsl prepare`` writes
+    them), at 224 px and 3 s with ``JointRandomCropFlip``: each sample decodes a JPEG, resizes it and reads a window.
+    ``shards``: the same samples as litdata shards at training size (``avsl shard``: 8-bit frames at 224 px, the
+    16-bit window), read by ``StreamingAVDataset`` with the same augmentation (skipped without litdata). One epoch of
+    8x the clips (their files linked under new ids), so that every worker loads several batches; the rate counts from
+    the first batch to the last (the first batch's wait is its own column)."""
+    clips, batch_size, frame, seconds = (8, 4, (72, 128), 2.0) if tiny else (1024, 128, (360, 640), 10.0)
     folder = root / "prepared"
     if not (folder / "splits" / "train.txt").exists():
         clip_set = SynthAV(clips, seed=0, frame_size=frame, duration=seconds, cache=False)
         write_synthav(folder, {"train": clip_set}, progress=False)
     image_size, window = (64, 1.0) if tiny else (224, 3.0)
-    rows = []
-    for n in workers:
-        dataset = VGGSSDataset(
-            folder, split="train", image_size=image_size, duration=window, augment=JointRandomCropFlip()
+    ids = _replicated_ids(folder, (folder / "splits" / "train.txt").read_text().split(), 8)
+    readers: dict[str, Callable[[], Any]] = {
+        "folder": lambda: VGGSSDataset(
+            folder, split=ids, image_size=image_size, duration=window, augment=JointRandomCropFlip()
         )
-        data = AVDataModule(dataset, batch_size=batch_size, num_workers=n, pin_memory=torch.cuda.is_available(), seed=0)
-        loader = data.train_dataloader()
-        start, samples, first = time.perf_counter(), 0, 0.0
-        for _epoch in range(3):
-            for batch, _, _ in loader:
-                if not first:
-                    first = time.perf_counter() - start
-                else:
-                    samples += batch["unlabeled"]["image"].shape[0]
-        rate = samples / (time.perf_counter() - start - first)
-        row = {"workers": n, "samples_per_s": rate, "first_batch_s": first, "samples": samples + batch_size}
-        if step_rate:
-            row["vs_step"] = rate / step_rate
-        rows.append(row)
-        del loader
+    }
+    try:
+        from avsl.data.streaming import StreamingAVDataset, write_shards
+    except ImportError:
+        pass
+    else:
+        shards = root / "shards"
+        if not (shards / "index.json").exists():
+            write_shards(VGGSSDataset(folder, split=ids, image_size=image_size, duration=window), shards)
+        readers["shards"] = lambda: StreamingAVDataset(str(shards), augment=JointRandomCropFlip(), shuffle=True)
+    rows = []
+    for reader, make in readers.items():
+        for n in workers:
+            data = AVDataModule(
+                make(), batch_size=batch_size, num_workers=n, pin_memory=torch.cuda.is_available(), seed=0
+            )
+            rate, first, samples = _epoch_rate(data)
+            row = {"reader": reader, "workers": n, "samples_per_s": rate, "first_batch_s": first, "samples": samples}
+            if step_rate:
+                row["vs_step"] = rate / step_rate
+            rows.append(row)
     return rows
 
 
@@ -590,20 +681,22 @@ def table(result: dict[str, Any]) -> str:
             "TFLOP/s; float32 rows are rated against tf32)",
         ]
         lines += _head(
-            "loop", "precision", "channels-last", "compile", "samples/s", "TFLOP/s", "of peak", "vs plain fp32"
+            "loop", "precision", "channels-last", "compile", "samples/s", "TFLOP/s", "of peak", "vs plain fp32", "runs"
         )
         for r in t["rows"]:
             setting = (r["loop"], r["precision"], r["channels_last"], r["compile"])
             if r["ok"]:
                 rates = (f"{r['samples_per_s']:.1f}", f"{r['tflops']:.2f}", f"{r['of_peak']:.1%}")
-                lines.append(_row(*setting, *rates, f"{r.get('vs_plain_fp32', 0):.2f}x"))
+                runs = ", ".join(f"{v:.0f}" for v in r["runs"])
+                lines.append(_row(*setting, *rates, f"{r.get('vs_plain_fp32', 0):.2f}x", runs))
             else:
-                lines.append(_row(*setting, f"**failed**: {r['error'][:120]}", "", "", ""))
+                lines.append(_row(*setting, f"**failed**: {r['error'][:120]}", "", "", "", ""))
     if result.get("loader"):
-        lines += _head("loader workers", "samples/s", "first batch s", "vs avsl bf16 step")
+        lines += _head("loader", "workers", "samples/s", "first batch s", "vs avsl bf16 step")
         for r in result["loader"]:
             ratio = f"{r['vs_step']:.2f}x" if "vs_step" in r else ""
-            lines.append(_row(r["workers"], f"{r['samples_per_s']:.1f}", f"{r['first_batch_s']:.2f}", ratio))
+            cells = (r["workers"], f"{r['samples_per_s']:.1f}", f"{r['first_batch_s']:.2f}", ratio)
+            lines.append(_row(r.get("reader", "folder"), *cells))
     for name, error in result.get("errors", {}).items():
         lines += ["", f"section {name} failed:", error]
     return "\n".join(lines)

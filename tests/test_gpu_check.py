@@ -53,8 +53,12 @@ def test_the_check_runs_on_the_cpu_with_tiny_shapes(tmp_path: Path) -> None:
         assert r["ok"], r
         assert r["samples_per_s"] > 0 and r["tflops"] > 0
     assert throughput["flops_per_sample"] > 1e9  # two ResNet-18s at 64 px, forward and backward
-    assert [r["workers"] for r in result["loader"]] == [0, 2]
-    assert all(r["samples_per_s"] > 0 and "vs_step" in r for r in result["loader"])
+    fit = [r for r in throughput["rows"] if r["loop"].startswith("avsl Trainer.fit")]
+    assert [r["loop"] for r in fit] == ["avsl Trainer.fit"] * 2 + ["avsl Trainer.fit, no self.log"]
+    loader = result["loader"]
+    assert [(r["reader"], r["workers"]) for r in loader] == [("folder", 0), ("folder", 2), ("shards", 0), ("shards", 2)]
+    # one epoch of 8 x 8 clips in batches of 4: 15 batches after the first
+    assert all(r["samples_per_s"] > 0 and "vs_step" in r and r["samples"] == 60 for r in loader)
 
 
 class _Float64Loss(EZVSL):
