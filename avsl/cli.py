@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import sys
 import traceback
@@ -244,7 +245,7 @@ def _shard(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: every core)")
     ns = parser.parse_args(argv)
     from avsl.data import AVSBenchDataset, FlickrSoundNetDataset, FolderDataset, VGGSSDataset
-    from avsl.data.streaming import write_shards
+    from avsl.data.streaming import SHARDS_META, write_shards
 
     # samples a list names but the folder lacks are left out and counted (avsl prepare's report lists them)
     common: dict[str, Any] = {"image_size": ns.image_size, "sample_rate": ns.sample_rate, "duration": ns.duration}
@@ -254,10 +255,14 @@ def _shard(argv: list[str]) -> int:
     else:
         reader = {"vggss": VGGSSDataset, "flickr": FlickrSoundNetDataset, "folder": FolderDataset}[ns.reader]
         dataset = reader(ns.root, split=ns.split, annotations=ns.annotations, **common)
-    out = write_shards(dataset, ns.out, workers=ns.workers)
-    print(f"wrote {len(dataset):,} samples of {dataset!r} as shards to {out}")
+    out = write_shards(dataset, ns.out, workers=ns.workers, progress=True)
+    meta = json.loads((out / SHARDS_META).read_text())
+    print(f"wrote {meta['samples']:,} samples of {dataset!r} as shards to {out}")
     if len(dataset.skipped):
-        print(f"left out: {dataset.skipped.summary()}")
+        print(f"left out from the index: {dataset.skipped.summary()}")
+    if meta["skipped"]:
+        first = "; ".join(f"{s['sample_id']}: {s['problem']}" for s in meta["skipped"][:3])
+        print(f"left out, failed to decode: {len(meta['skipped'])} (listed in {out / SHARDS_META}), e.g. {first}")
     return 0
 
 

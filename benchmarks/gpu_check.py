@@ -703,9 +703,11 @@ def table(result: dict[str, Any]) -> str:
 
 
 def _step_rate(result: dict[str, Any]) -> float | None:
-    """Samples/s of avsl's fastest bf16 training step in the throughput section, if it ran."""
+    """Samples/s of avsl's fastest bf16 ``Trainer.fit`` in the throughput section (compiled or not; not the diagnostic
+    rows), if it ran."""
     rows = result.get("throughput", {}).get("rows", [])
-    rates = [r["samples_per_s"] for r in rows if r["ok"] and r["loop"].startswith("avsl") and "bf16" in r["precision"]]
+    fits = [r for r in rows if r["ok"] and r["loop"] == "avsl Trainer.fit" and "bf16" in r["precision"]]
+    rates = [r["samples_per_s"] for r in fits]
     return max(rates, default=None)
 
 

@@ -107,7 +107,7 @@ def test_sharding_real_size_frames_after_torch_ran_in_parallel(tmp_path: Path) -
     assert json.loads((tmp_path / "shards" / "avsl_shards.json").read_text())["samples"] == 4
 
 
-def test_prepared_videos_shard_through_the_cli(tmp_path: Path) -> None:
+def test_prepared_videos_shard_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     rng = np.random.default_rng(0)
@@ -126,6 +126,13 @@ def test_prepared_videos_shard_through_the_cli(tmp_path: Path) -> None:
         sample = reader.load(i)
         assert _same(sample, streamed[sample["sample_id"]])
     assert json.loads((out / "avsl_shards.json").read_text())["samples"] == 2
+    assert "wrote 2 samples" in capsys.readouterr().out
+
+    # a frame that no longer decodes: left out, counted and named in the report
+    (root / "frames" / "gEvCUcZ6w88_000030.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    assert main([*args, "--out", str(tmp_path / "again"), "--image-size", "64", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "wrote 1 samples" in printed and "failed to decode: 1" in printed and "gEvCUcZ6w88_000030" in printed
 
 
 class _Ids(pl.Callback):

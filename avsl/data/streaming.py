@@ -112,10 +112,11 @@ def write_shards(
     out: str | os.PathLike[str],
     chunk_bytes: str = "64MB",
     workers: int | None = None,
+    progress: bool = False,
 ) -> Path:
     """Write the samples of ``dataset`` (an avsl reader; its augmentation is not applied) as litdata chunks in
     ``out`` (a local folder; upload it to object storage as it is). Samples that fail to decode are left out and
-    listed in ``out/avsl_shards.json``. Returns ``out``."""
+    listed in ``out/avsl_shards.json``. ``progress`` shows litdata's progress bar and messages. Returns ``out``."""
     out = Path(out)
     if not len(dataset):
         raise DataError(str(out), "the dataset has no samples: nothing to shard", kind="no samples")
@@ -126,7 +127,7 @@ def write_shards(
             output_dir=str(out),
             chunk_bytes=chunk_bytes,
             num_workers=workers or min(len(dataset), os.cpu_count() or 1),
-            verbose=False,
+            verbose=progress,
             mode="overwrite",
             # fork: the encoder (a reader) needs no re-import, and a script read from stdin works too (spawn re-runs
             # the main module); litdata's own default is spawn
