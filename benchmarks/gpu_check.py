@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -570,7 +571,10 @@ def _replicated_ids(folder: Path, ids: list[str], times: int) -> list[str]:
             for sub, suffix in (("frames", ".jpg"), ("audio", ".wav")):
                 link = folder / sub / f"{new}{suffix}"
                 if not link.exists():
-                    os.link(folder / sub / f"{sid}{suffix}", link)
+                    try:
+                        os.link(folder / sub / f"{sid}{suffix}", link)
+                    except OSError:  # a file system without hard links
+                        shutil.copyfile(folder / sub / f"{sid}{suffix}", link)
             out.append(new)
     return out
 
