@@ -521,14 +521,15 @@ def check_throughput(device: str, tiny: bool, compile: bool, profile_dir: Path |
     rates: list[list[float]] = [[] for _ in runs]
     errors: dict[int, str] = {}
     for _ in range(1 if tiny else 2):
-        for i, (*_setting, run) in enumerate(runs):
+        for i, (_loop, _precision, _channels_last, compiled, run) in enumerate(runs):
             if i in errors:
                 continue
             try:
                 rates[i].append(run())
             except Exception as err:
                 errors[i] = f"{type(err).__name__}: {err}"[:400]
-            torch._dynamo.reset()  # each compiled row starts from its own graphs
+            if compiled != "no":
+                torch._dynamo.reset()  # each compiled row starts from its own graphs
     rows = []
     for i, (loop, precision, channels_last, compiled, _run) in enumerate(runs):
         row: dict[str, Any] = {"loop": loop, "precision": precision, "channels_last": channels_last}
