@@ -127,6 +127,41 @@ def test_method_contract(name: str, tmp_path: Path) -> None:
     assert resumed.global_step == 3
 
 
+#: Every method, and those that take an object network (OGL) with one.
+RANGED = {
+    **{name: (name, TINY[name]) for name in METHODS},
+    **{f"{name}+ogl": (name, {**TINY[name], "ogl_backbone": "tiny_cnn"}) for name in ("ezvsl", "fnac", "slavc")},
+}
+
+
+@pytest.mark.parametrize("name", sorted(RANGED))
+def test_raw_maps_lie_in_the_declared_score_range(name: str) -> None:
+    """``signal.score_range`` is what fixed-threshold protocols (slavc, the extended one) and XPL map raw scores by,
+    in training (XPL's peers) and in evaluation alike."""
+    key, args = RANGED[name]
+    torch.manual_seed(0)
+    model = METHODS[key](**args)
+    image, audio = torch.rand(3, 3, 64, 64), 0.3 * torch.randn(3, model.signal.num_samples)
+    lo, hi = model.signal.score_range
+    with torch.no_grad():
+        for train in (True, False):
+            raw = model.train(train)(image, audio)
+            assert lo - 1e-5 <= float(raw.min()) and float(raw.max()) <= hi + 1e-5, (train, float(raw.min()), hi)
+
+
+@pytest.mark.parametrize("name", ["ezvsl", "fnac"])
+def test_object_guided_maps_reach_fixed_threshold_protocols_whole(name: str) -> None:
+    """With OGL, EZ-VSL's and FNAC's evaluation map is min-max normalized (EZ-VSL ``test.py``); its unit scores are
+    that map, so slavc's 0.5 threshold splits it. (They were [0.5, 1]: every pixel passed, cIoU = the GT's area.)"""
+    torch.manual_seed(0)
+    model = METHODS[name](**TINY[name], ogl_backbone="tiny_cnn").eval()
+    image, audio = torch.rand(3, 3, 64, 64), 0.3 * torch.randn(3, model.signal.num_samples)
+    unit = model.unit_scores(model.localize(image, audio, normalize=False)).flatten(1)
+    torch.testing.assert_close(unit.amin(1), torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(unit.amax(1), torch.ones(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(model.localize(image, audio), unit.view(3, 64, 64), atol=1e-6, rtol=0)
+
+
 def test_localize_checks_shapes() -> None:
     model = METHODS["ezvsl"](**TINY["ezvsl"])
     with pytest.raises(ValueError, match="image must be"):

@@ -16,6 +16,7 @@ from avsl.data import AVDataModule, SynthAV
 from avsl.evaluate import control_audio, evaluate, evaluate_controls
 from avsl.methods import EZVSL
 from avsl.metrics import EvaluationMetrics
+from avsl.metrics.avsbench import frame_fscore_curves, frame_iou
 from avsl.testing import tiny_args
 
 
@@ -52,6 +53,34 @@ def test_negatives_are_kept_out_of_localization_metrics_and_scored_as_detection(
         assert mixed[key] == positives[key], key  # before: negatives scored cIoU 0 and moved mIoU
     assert mixed["num_negative"] == 8 and 0.0 <= mixed["ap"] <= 1.0 and "max_f1" in mixed
     assert "ap" not in positives  # a set without negatives has no detection task
+
+
+def test_a_batch_of_negatives_only_is_counted_and_leaves_the_other_metrics_alone() -> None:
+    """A batch whose clips are all negatives (SynthAV's negative_fraction at a small eval batch) crashed the F-score
+    (an empty batch reshaped with (0, -1)); it is now counted by the extended protocol and nothing else."""
+    batch = _batch(8, negatives=[4, 5, 6, 7])
+    raw = batch["raw"]
+    assert isinstance(raw, torch.Tensor)
+    split = EvaluationMetrics("ezvsl")
+    for rows in ([0, 1, 2, 3], [4, 5, 6, 7]):  # the second batch holds negatives only
+        part = {k: [v[i] for i in rows] if isinstance(v, list) else v[rows] for k, v in batch.items()}  # type: ignore[index]
+        split.update(raw[rows], raw[rows], part)  # type: ignore[arg-type]
+    scores = {k: float(v) for k, v in split.compute_and_reset().items()}
+    whole = _scores(batch)
+    assert scores["num_negative"] == 4 and scores["ap"] == whole["ap"]
+    for key in ("ciou", "auc", "mean_ciou", "pointing", "miou", "fscore"):
+        assert scores[key] == whole[key], key
+    only = EvaluationMetrics("ezvsl")
+    part = {k: [v[i] for i in [4, 5]] if isinstance(v, list) else v[[4, 5]] for k, v in batch.items()}  # type: ignore[index]
+    only.update(raw[[4, 5]], raw[[4, 5]], part)  # type: ignore[arg-type]
+    result = only.compute_and_reset()
+    assert int(result["num_negative"]) == 2 and "miou" not in result and "ciou" not in result  # no NaN mIoU
+
+
+def test_avsbench_metrics_take_an_empty_batch() -> None:
+    empty = torch.zeros(0, 16, 24)
+    assert frame_fscore_curves(empty, empty.bool())[0].shape == (0, 255)
+    assert frame_iou(empty, empty.bool()).shape == (0,)
 
 
 def test_evaluate_keeps_negatives_out_too() -> None:

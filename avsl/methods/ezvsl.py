@@ -118,11 +118,13 @@ class EZVSL(LocalizationMethod):
         self.ogl = objectness_network(ogl_backbone, ogl_pretrained, ogl_checkpoint)
 
     def forward(self, image: Tensor, audio: Tensor) -> Tensor:
-        """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map in [0, 1]."""
+        """Cosine maps (B, h, w) in [-1, 1]; with OGL in eval mode, the fused map ``m`` in [0, 1] as ``2 m - 1``."""
         sim = cosine_map(self.visual(image), self.audio(audio))
         if self.ogl is None or self.training:
             return sim
-        return object_guided(sim, self.ogl, self.visual.normalize(image), self.ogl_alpha)
+        # In cosine units, so that the signal's score_range (-1, 1) holds in both modes: unit_scores gives back m for
+        # fixed-threshold protocols (slavc, the extended one) and for XPL's peers; normalizing protocols see m.
+        return 2 * object_guided(sim, self.ogl, self.visual.normalize(image), self.ogl_alpha) - 1
 
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]

@@ -111,9 +111,9 @@ def frame_fscore_curves(
         mask (the reference skips them).
     """
     x, m = _check_inputs(logits, masks)
-    n = x.shape[0]
-    probs = torch.sigmoid(x).reshape(n, -1)
-    gt = m.reshape(n, -1)
+    n, h, w = x.shape
+    probs = torch.sigmoid(x).reshape(n, h * w)  # not (n, -1): no frames is (0, h * w), not an error
+    gt = m.reshape(n, h * w)
     pixels = probs.shape[1]
     # The reference compares each prob with a 0-dim float32 threshold, which adopts the probs' dtype.
     thresholds = torch.linspace(0, 1 - 1e-10, num_thresholds, dtype=torch.float32, device=x.device).to(probs.dtype)

@@ -55,6 +55,8 @@ class EvaluationMetrics(nn.Module):
             if gt is not None:
                 self.extended.update(unit, gt, sources.to(unit.device), ids)
             keep = [i for i, n in enumerate(sources.tolist()) if n > 0]
+            if not keep:  # negatives only: counted by the extended protocol, nothing for the positives' metrics
+                return
             if len(keep) < len(ids):
                 rows = torch.tensor(keep, dtype=torch.long, device=raw.device)
                 raw, unit, ids = raw[rows], unit[rows], [ids[i] for i in keep]
