@@ -23,6 +23,16 @@ __all__ = [
 ]
 
 
+def _need_negatives(clips: int) -> None:
+    """In-batch contrast: with one clip there is no negative, and the loss is exactly 0 with no gradient (a step that
+    trains nothing, silently)."""
+    if clips < 2:
+        raise ValueError(
+            f"a contrastive loss needs 2 clips or more in a batch (the other clips are its negatives), got {clips}: "
+            "use batch_size >= 2, and drop_last=True (AVDataModule's default) so that no last batch has one clip"
+        )
+
+
 def mil_similarity(visual: Tensor, audio: Tensor, pool_temperature: float | None = None) -> Tensor:
     """Multiple-instance similarity: for every (image i, audio j) pair, the cosine map of v_i with a_j pooled over
     locations: its maximum (EZ-VSL), or a soft maximum.
@@ -74,6 +84,7 @@ def mil_infonce(
         raise ValueError(f"batch sizes differ: visual {visual.shape[0]}, audio {audio.shape[0]}")
     v_all = visual if visual_all is None else visual_all
     a_all = audio if audio_all is None else audio_all
+    _need_negatives(a_all.shape[0])
     target = torch.arange(visual.shape[0], device=visual.device) + offset
     logits_va = mil_similarity(visual, a_all, pool_temperature) / tau  # (B, N): each image against every audio
     logits_av = mil_similarity(v_all, audio, pool_temperature).t() / tau  # (B, N): each audio against every image
@@ -213,6 +224,7 @@ def slavc_loss(visual_1: Tensor, visual_2: Tensor, audio_1: Tensor, audio_2: Ten
     """
     if visual_1.shape[0] != audio_1.shape[0]:
         raise ValueError(f"batch sizes differ: visual {visual_1.shape[0]}, audio {audio_1.shape[0]}")
+    _need_negatives(visual_1.shape[0])
     with torch.autocast(visual_1.device.type, enabled=False):
         which_sound = torch.einsum("ichw,jc->ijhw", visual_1.float(), audio_1.float()).flatten(2) / tau
         where = torch.einsum("ichw,jc->ijhw", visual_2.float(), audio_2.float()).flatten(2) / tau

@@ -129,16 +129,18 @@ def test_the_data_must_give_the_methods_signal(tmp_path: Path, capsys: pytest.Ca
         assert main(args) == 1
         return capsys.readouterr().err
 
-    assert "the data is at 8000 Hz but EZVSL takes 16000 Hz" in error_of(
-        ["fit", "-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *common, *rates]
+    assert "the data is at 8000 Hz but EZVSL takes 16000 Hz audio: set the method's sample_rate to the data's " in (
+        error := error_of(["fit", "-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *common, *rates])
     )
+    assert "(--model.init_args.sample_rate)" in error
     assert "the datasets disagree on sample_rate" in error_of(
         ["fit", "-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *common, rates[1]]
     )
     semi = ["fit", "-c", "semipl", "-c", "synthav_semi", *_tiny_model("semipl"), *common, *TINY_LABELED]
-    assert "the data is at 16000 Hz but SemiPL takes 8000 Hz audio" in error_of(
-        [*semi, "--model.init_args.base_args.sample_rate=8000"]
+    assert "the data is at 16000 Hz but SemiPL takes 8000 Hz audio: set the method's sample_rate to the data's " in (
+        error := error_of([*semi, "--model.init_args.base_args.sample_rate=8000"])
     )
+    assert "(--model.init_args.base_args.sample_rate)" in error  # where a wrapper takes it
     wrong_window = (
         r"SemiPL declares 64x64 frames and 1 s .* batches have 64x64 frames and 8000 samples: set the method's"
     )

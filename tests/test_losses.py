@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avsl.losses import heatmap_bce, heatmap_mass, mil_infonce, mil_similarity, negcos, simsiam_loss
+from avsl.losses import heatmap_bce, heatmap_mass, mil_infonce, mil_similarity, negcos, simsiam_loss, slavc_loss
 from avsl.nn.maps import minmax_normalize
 
 
@@ -39,6 +39,22 @@ def test_mil_infonce_with_gathered_negatives_matches_the_global_loss_rows() -> N
     # "rank 1" holds rows 2..3 and sees everybody's features: its loss is the mean of its rows of the global loss.
     local = mil_infonce(visual[2:], audio[2:], 0.1, visual_all=visual, audio_all=audio, offset=2)
     assert local.item() == pytest.approx((full_va[2:].mean() + full_av[2:].mean()).item(), rel=1e-6)
+
+
+def test_contrastive_losses_refuse_a_batch_without_negatives() -> None:
+    """One clip has no negative: the loss would be exactly 0 with no gradient, a step that trains nothing."""
+    visual = F.normalize(torch.randn(1, 4, 2, 2), dim=1)
+    audio = F.normalize(torch.randn(1, 4), dim=1)
+    with pytest.raises(ValueError, match=r"2 clips or more.*got 1.*batch_size >= 2"):
+        mil_infonce(visual, audio, 0.03)
+    with pytest.raises(ValueError, match=r"2 clips or more.*got 1"):
+        slavc_loss(visual, visual, audio, audio, 0.03)
+    # One clip on this process is fine when the other processes' clips are its negatives (gather_negatives).
+    others_v, others_a = F.normalize(torch.randn(1, 4, 2, 2), dim=1), F.normalize(torch.randn(1, 4), dim=1)
+    loss = mil_infonce(
+        visual, audio, 0.03, visual_all=torch.cat([visual, others_v]), audio_all=torch.cat([audio, others_a])
+    )
+    assert float(loss) > 0
 
 
 def test_negcos_stops_the_gradient_of_its_target() -> None:

@@ -262,5 +262,8 @@ def test_training_changes_the_views_and_rejects_bad_arguments() -> None:
     second = model.training_losses(batch)["simsiam"]  # type: ignore[arg-type]
     assert first.item() != second.item()  # fresh random views every step
     assert -1.0 <= first.item() <= 1.0
+    one = {key: value[:1] for key, value in batch["unlabeled"].items()}
+    with pytest.raises(ValueError, match=r"SSPL needs 2 clips or more.*got 1"):  # not BatchNorm's message
+        model.training_losses({"unlabeled": one})  # type: ignore[arg-type, typeddict-item]
     with pytest.raises(ValueError, match="view_scale"):
         SSPL(**TINY, view_scale=0.9)

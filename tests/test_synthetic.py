@@ -94,11 +94,20 @@ def test_negatives_and_mixtures() -> None:
         ({"object_scale": (0.8, 0.2)}, "object_scale"),
         ({"negative_fraction": 1.5}, "negative_fraction"),
         ({"num_classes": 40}, "num_classes"),
+        ({"sample_rate": 3887}, "sample_rate 3887 Hz is too low .* needs sample_rate >= 3888 Hz"),
+        ({"sample_rate": 343, "num_classes": 1, "num_distractors": 0}, "needs sample_rate >= 344 Hz"),
     ],
 )
 def test_bad_knobs_raise(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SynthAV(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_lowest_sample_rates_give_every_class_a_sound() -> None:
+    """Below these rates a high class had no harmonic under 0.95 x Nyquist: its clips' audio was 0 / 0 = NaN."""
+    for rate, classes in ((3888, 8), (344, 1)):
+        data = SynthAV(num_clips=16, seed=0, sample_rate=rate, num_classes=classes, num_distractors=0, duration=0.5)
+        assert all(bool(torch.isfinite(data[i]["audio"]).all()) for i in range(16)), rate
 
 
 def test_augment_is_joint() -> None:

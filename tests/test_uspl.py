@@ -283,6 +283,9 @@ def test_bad_hand_overs_are_explained(pipeline: dict[Stage, Path], tmp_path: Pat
         USPL(stage="segment", init_from=str(pipeline["coarse"]), **tiny)
     with pytest.raises(ValueError, match="shapes differ"):
         USPL(stage="refine", init_from=str(pipeline["coarse"]), **tiny | {"embed_dim": 8})
+    for other in ({"sample_rate": 8000}, {"frame_size": (48, 64)}, {"duration": 1.0}):  # a mis-set later stage
+        with pytest.raises(ValueError, match="build every stage with the same sample_rate, frame_size and duration"):
+            USPL(stage="refine", init_from=str(pipeline["coarse"]), **tiny | other)
     with pytest.raises(FileNotFoundError):
         USPL(stage="refine", init_from=str(tmp_path / "missing.ckpt"), **tiny)
     with pytest.raises(ValueError, match="must start with"):

@@ -214,6 +214,16 @@ def test_constructor_checks() -> None:
     assert METHODS["xpl"] is XPL
 
 
+def test_data_at_another_rate_names_the_peers_arguments() -> None:
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.datamodule = AVDataModule(SynthAV(num_clips=4, seed=0, image_size=64, duration=0.5, sample_rate=8000))  # type: ignore[misc]
+    a, b = "--model.init_args.model_a_args.sample_rate", "--model.init_args.model_b_args.sample_rate"
+    for model, flags in ((XPL("ezvsl", TINY_PEER), a), (XPL("ezvsl", TINY_PEER, "ezvsl", TINY_PEER), f"{a} and {b}")):
+        model.trainer = trainer
+        with pytest.raises(ValueError, match=f"data is at 8000 Hz but XPL takes 16000 Hz audio: .*\\({flags}\\)$"):
+            model.setup("fit")
+
+
 def test_losses_cross_wiring_on_hand_computed_targets() -> None:
     # No augmentation, no PL-EMA memory, every sample selected: A's cross target is B's sharpened map and vice versa.
     torch.manual_seed(0)

@@ -36,6 +36,9 @@ BACKGROUNDS: tuple[str, ...] = ("blobs", "plain", "gradient", "stripes", "clutte
 #: Colours of the audio's background noise: flat (white), 1/f power (pink), 1/f^2 power (brown).
 NOISES: tuple[str, ...] = ("white", "pink", "brown")
 
+# Class fundamentals: from 160 Hz up over 3.5 octaves (about 1.8 kHz), each drawn within 2 %.
+_F0_LOW, _F0_OCTAVES = 160.0, 3.5
+
 SHAPES: tuple[str, ...] = ("disc", "square", "triangle", "diamond", "ring", "cross", "hexagon", "star")
 # Saturated, mutually distinct colours (RGB in [0, 1]); class c uses _PALETTE[c].
 _PALETTE: tuple[tuple[float, float, float], ...] = (
@@ -185,6 +188,14 @@ class SynthAV(Dataset[AVSample]):
             raise ValueError("off-screen negatives need a class that is not in the frame: lower num_distractors")
         if image_size < 16 or duration <= 0 or sample_rate <= 0:
             raise ValueError("image_size must be >= 16, duration and sample_rate positive")
+        # Every class's fundamental (signature) must lie below 0.95 x Nyquist: a class without a harmonic is silence,
+        # and its clip's mix would be 0 / 0.
+        top = _F0_LOW * 2.0 ** (_F0_OCTAVES if num_classes > 1 else 0.0) * 1.02
+        if sample_rate / 2 * 0.95 <= top:
+            raise ValueError(
+                f"sample_rate {sample_rate} Hz is too low for SynthAV's sounds: the highest of {num_classes} classes' "
+                f"fundamentals can reach {top:.0f} Hz, which needs sample_rate >= {math.floor(2 * top / 0.95) + 1} Hz"
+            )
         if frame_size is not None and (len(frame_size) != 2 or min(frame_size) < 16):
             raise ValueError(f"frame_size must be (height, width) with sides >= 16, got {frame_size}")
         if noise not in NOISES:
@@ -385,7 +396,7 @@ class SynthAV(Dataset[AVSample]):
         n = round(self.duration * self.sample_rate)
         t = np.arange(n) / self.sample_rate
         # Fundamentals spread over ~3.5 octaves; odd classes keep only odd harmonics, so neighbours differ in timbre.
-        f0 = 160.0 * 2.0 ** (3.5 * c / max(self.num_classes - 1, 1)) * rng.uniform(0.98, 1.02)
+        f0 = _F0_LOW * 2.0 ** (_F0_OCTAVES * c / max(self.num_classes - 1, 1)) * rng.uniform(0.98, 1.02)
         nyquist = self.sample_rate / 2
         wave = np.zeros(n)
         harmonics = range(1, 12, 2) if c % 2 else range(1, 7)

@@ -106,10 +106,12 @@ class LocalizationMethod(pl.LightningModule):
         datamodule = getattr(self._trainer, "datamodule", None)
         rate = getattr(datamodule, "sample_rate", None)
         if rate is not None and int(rate) != self.signal.sample_rate:
+            # A wrapper (SemiPL, XPL) takes the rate in its inner methods' arguments: name those.
+            inner = inner_methods(type(self), dict(self.hparams)) or {"": ""}
+            flags = " and ".join(f"--model.init_args.{f'{key}.' if key else ''}sample_rate" for key in inner)
             raise ValueError(
                 f"the data is at {int(rate)} Hz but {type(self).__name__} takes {self.signal.sample_rate} Hz audio: "
-                "set the method's sample_rate to the data's (a wrapper's, in its inner method's arguments, e.g. "
-                "--model.init_args.base_args.sample_rate)"
+                f"set the method's sample_rate to the data's ({flags})"
             )
 
     def training_step(self, batch: TrainBatch, batch_idx: int) -> Tensor:

@@ -182,6 +182,12 @@ class SSPL(LocalizationMethod):
     def training_losses(self, batch: TrainBatch) -> dict[str, Tensor]:
         data = batch["unlabeled"]
         image = data["image"]
+        if image.shape[0] < 2:  # else BatchNorm1d's "Expected more than 1 value per channel", which names neither
+            raise ValueError(
+                f"SSPL needs 2 clips or more in a training batch (its SimSiam heads' batch norms), "
+                f"got {image.shape[0]}: "
+                "use batch_size >= 2, and drop_last=True (AVDataModule's default) so that no last batch has one clip"
+            )
         audio_raw, audio_query = self.audio(data["audio"])
         # Two independently augmented views; each goes through the network alone, so that the BatchNorms of the PCM
         # and the heads see one view per forward pass, as in the reference.

@@ -244,6 +244,12 @@ class USPL(LocalizationMethod):
         """
         path = Path(checkpoint_path)
         checkpoint = read_checkpoint(path, "init_from checkpoint")
+        saved = checkpoint.get("avsl_signal")  # absent from a bare state dict, which is also accepted
+        if isinstance(saved, dict) and Signal.from_dict(saved) != self.signal:
+            raise ValueError(
+                f"{path} was trained with {Signal.from_dict(saved)}, but stage {self.stage!r} declares {self.signal}: "
+                "build every stage with the same sample_rate, frame_size and duration"
+            )
         state: dict[str, Tensor] = checkpoint.get("state_dict", checkpoint)
         own = self.state_dict()
         needed = [k for k in own if k.split(".")[0] in _REQUIRED[self.stage]]
