@@ -19,7 +19,7 @@ from PIL import Image
 from torch import Tensor
 
 from avsl.data.datasets.base import window_at
-from avsl.data.io import DataError, decode_container_audio, load_audio, load_image
+from avsl.data.io import DataError, decode_container_audio, load_audio, load_image, upright_rgb
 from avsl.data.transforms import audio_window, resize_image, resize_uint8
 from avsl.methods import LocalizationMethod, load_method
 from avsl.viz import colorize, overlay
@@ -154,8 +154,7 @@ def _output_frames(path: Path, rate: Fraction) -> Generator[tuple[Fraction, np.n
                 # A stream whose frame size changes midway is scaled to its first frame's size.
                 if frame.width != width or frame.height != height:
                     frame = frame.reformat(width=width, height=height)
-                array: np.ndarray = frame.to_ndarray(format="rgb24")
-                return array
+                return upright_rgb(frame)
 
             for frame in container.decode(stream):
                 if width == 0:

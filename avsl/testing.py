@@ -109,11 +109,13 @@ def write_video(
     video_codec: str = "libx264",
     audio_codec: str = "aac",
     times: Sequence[float] | None = None,
+    start: float = 0.0,
 ) -> None:
     """Encode a video with PyAV: ``frames`` (T, H, W, 3) uint8 at ``fps`` (or at ``times`` seconds: a variable frame
     rate), and ``audio`` (C, N) float in [-1, 1] at ``sample_rate`` (None: no audio stream). Odd frame sizes are
     fine (yuv444p for H.264; yuv420p otherwise needs even sides). The container follows the suffix (.mp4, .webm,
-    .mkv, .avi, .mov)."""
+    .mkv, .avi, .mov, .ts). Both streams' timestamps begin at ``start`` seconds (remuxed and broadcast files start
+    after 0)."""
     from fractions import Fraction
 
     import av
@@ -133,7 +135,9 @@ def write_video(
         for i, picture in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
             if times is not None:
-                frame.pts, frame.time_base = round(times[i] * 1000), Fraction(1, 1000)
+                frame.pts, frame.time_base = round((start + times[i]) * 1000), Fraction(1, 1000)
+            elif start:
+                frame.pts, frame.time_base = round(start * fps) + i, Fraction(1, fps)
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
         if sound is not None and audio is not None:
@@ -143,10 +147,10 @@ def write_video(
             if fmt.startswith("s16"):
                 wave = (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
             step = 1024
-            for start in range(0, wave.shape[1], step):
-                block = wave[:, start : start + step]
+            for offset in range(0, wave.shape[1], step):
+                block = wave[:, offset : offset + step]
                 block = block if fmt.endswith("p") else block.T.reshape(1, -1)
                 chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(block), format=fmt, layout=layouts[len(wave)])
-                chunk.sample_rate, chunk.pts = sample_rate, start
+                chunk.sample_rate, chunk.pts = sample_rate, round(start * sample_rate) + offset
                 container.mux(sound.encode(chunk))
             container.mux(sound.encode(None))

@@ -184,6 +184,22 @@ def test_video_frames_and_audio_at_stride(tmp_path: Path) -> None:
     assert len(VideoDataset(path, stride=1.0, start=0.5)) == 1
 
 
+@pytest.mark.parametrize(("suffix", "start"), [(".mkv", 10.0), (".ts", 1.4)])
+def test_video_whose_timestamps_start_late(suffix: str, start: float, tmp_path: Path) -> None:
+    """A remux (Matroska at 10 s: its header's duration counts from 0, and no stream duration) and MPEG-TS (1.4 s,
+    FFmpeg's default: the seek lands after the frame) gave frozen last frames, or no frame at all."""
+    from avsl.testing import write_video as encode
+
+    levels = np.repeat(np.arange(20, 220, 10, dtype=np.uint8), 1)  # 20 frames at 10 fps: 2 s
+    pictures = np.broadcast_to(levels[:, None, None, None], (20, 32, 32, 3))
+    path = tmp_path / f"late{suffix}"
+    encode(path, pictures, 10, 0.3 * np.ones((1, 2 * RATE), np.float32), RATE, start=start)
+    ds = VideoDataset(path, stride=0.5, image_size=32, duration=0.5)
+    assert ds.video_duration == pytest.approx(2.0, abs=0.05) and len(ds) == 4
+    for i, t in enumerate((0.25, 0.75, 1.25, 1.75)):
+        assert abs(ds[i]["image"].mean().item() * 255 - (20 + 10 * int(t * 10))) < 6, t
+
+
 def test_video_pcm_in_matroska_and_no_audio(tmp_path: Path) -> None:
     path = write_video(tmp_path / "clip.mkv", seconds=1.0, video_codec="libx264", audio_codec="pcm_s16le")
     ds = VideoDataset(path, stride=1.0, image_size=16, duration=0.5)

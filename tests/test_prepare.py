@@ -21,6 +21,7 @@ from avsl.data.prepare import prepare, vggsound_id
 from avsl.testing import write_video
 
 FPS = 25
+DATA = Path(__file__).parent / "data"
 SIZE = (48, 64)  # (height, width) of the test videos
 
 
@@ -228,6 +229,52 @@ def test_folder_with_several_frames_per_clip(tmp_path: Path) -> None:
     assert [frame_index(picture(root / f"frames/walk_{k}.jpg"), 150) for k in range(3)] == [25, 75, 125]
     assert [round(sf.info(root / f"audio/walk_{k}.wav").duration, 2) for k in range(3)] == [3.0, 3.0, 3.0]
     assert len(FolderDataset(root)) == 3
+
+
+def test_frames_count_from_the_video_start_and_stay_within_the_video(tmp_path: Path) -> None:
+    """Remuxed (Matroska) and broadcast (MPEG-TS) files start their timestamps after 0: every frame was the first
+    one. A video shorter than its sound had its later frames frozen on its last one."""
+    videos = tmp_path / "mine"
+    videos.mkdir()
+    write_video(videos / "remuxed.mkv", frames(150), FPS, tone(6, 48000, 2), 48000, start=10.0)
+    write_video(videos / "broadcast.ts", frames(150), FPS, tone(6, 48000, 2), 48000, start=1.4)
+    write_video(videos / "short.mp4", frames(50), FPS, tone(8, 48000, 1), 48000)  # 2 s of picture, 8 s of sound
+    root = tmp_path / "root"
+    report = prepare("folder", videos, root, frames_per_clip=3, seconds=0.5, min_seconds=0.5, workers=1, progress=False)
+    assert report.written == 3
+    for name in ("remuxed", "broadcast"):
+        # Frames 25, 75 and 125 start at 1, 3 and 5 s exactly; MPEG-TS's 90-kHz ticks may put one a tick later.
+        found = [frame_index(picture(root / f"frames/{name}_{k}.jpg"), 150) for k in range(3)]
+        assert all(abs(a - b) <= 1 for a, b in zip(found, [25, 75, 125])), (name, found)  # before: [0, 0, 0]
+    # the middles of three thirds of the 2 s with a picture (0.33, 1.0, 1.67 s), and sound from those 2 s
+    assert [frame_index(picture(root / f"frames/short_{k}.jpg"), 50) for k in range(3)] == [8, 25, 41]
+    assert abs(sf.info(root / "audio/short_2.wav").duration - 0.5) < 1e-3
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_videos_tagged_with_a_rotation_come_out_upright(degrees: int, tmp_path: Path) -> None:
+    """Phone videos store portrait frames sideways and a display matrix; FFmpeg's own picture is the reference."""
+    from avsl.data.datasets import VideoDataset
+    from avsl.data.io import upright_rgb
+
+    source = DATA / "rotated" / f"rotate{degrees}.mp4"
+    expected = picture(DATA / "rotated" / f"ffmpeg{degrees}.png").astype(np.float32)
+    import av
+
+    with av.open(str(source)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.rotation % 360 in (degrees, degrees - 360, 360 - degrees)
+        upright = upright_rgb(frame).astype(np.float32)
+    assert upright.shape == expected.shape and np.abs(upright - expected).mean() < 3  # a wrong turn: about 50
+    videos = tmp_path / "mine"
+    videos.mkdir()
+    (videos / source.name).symlink_to(source)
+    root = tmp_path / "root"
+    assert prepare("folder", videos, root, seconds=0.2, min_seconds=0.2, workers=1, progress=False).written == 1
+    assert picture(root / f"frames/rotate{degrees}_0.jpg").shape == expected.shape
+    image = VideoDataset(source, stride=0.2, duration=0.2, image_size=32)[0]["image"]
+    shown = np.asarray(Image.fromarray(expected.astype(np.uint8)).resize((32, 32), Image.BILINEAR), np.float32) / 255
+    assert float(np.abs(image.permute(1, 2, 0).numpy() - shown).mean()) < 0.05
 
 
 def test_a_prepared_vggsound_folder_trains_with_the_shipped_configs(

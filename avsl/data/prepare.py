@@ -40,12 +40,17 @@ from typing import Any, Literal
 import numpy as np
 
 from avsl.data import splits
+from avsl.data.io import upright_rgb
 
 __all__ = ["BENCHMARKS", "VIDEO_SUFFIXES", "ClipJob", "PrepareReport", "prepare", "vggsound_id"]
 
 Benchmark = Literal["vggsound", "flickr", "avsbench", "folder"]
 BENCHMARKS: tuple[str, ...] = ("vggsound", "flickr", "avsbench", "folder")
-VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
+# The containers FFmpeg reads that videos are commonly kept in (camera and broadcast ones too: .mts, .ts).
+VIDEO_SUFFIXES: tuple[str, ...] = (
+    *(".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".flv", ".3gp", ".ogv", ".wmv"),
+    *(".ts", ".mts", ".m2ts", ".mpg", ".mpeg"),
+)
 SAMPLE_RATE = 16000  # what every reference resamples to first (LVS, EZ-VSL, SLAVC, SSPL; AVSBench's audio_wav)
 
 #: The shipped lists of each benchmark whose coverage the report gives.
@@ -303,6 +308,14 @@ def _prepare(job: ClipJob, root: Path, min_seconds: float) -> None:
             raise _Skip(TOO_SHORT, f"{source}: {duration:.2f} s of audio, the window is {min_seconds:g} s")
         if not np.any(wave):
             raise _Skip(SILENT, f"{source}: every audio sample is zero")
+        if job.image is None:
+            end = _video_length(container)
+            if end is not None and end < duration:  # frames and windows where there are both picture and sound
+                duration = end
+                if duration < min_seconds:
+                    raise _Skip(
+                        TOO_SHORT, f"{source}: {duration:.2f} s of video with sound, the window is {min_seconds:g} s"
+                    )
         times = [_resolve(t, duration) for _, t in job.frames]
         if job.image is None:
             pictures = _decode_frames(container, source, [t for t in times if t is not None])
@@ -374,26 +387,45 @@ def _decode_audio(container: Any, source: Path) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
 
+def _start(stream: Any) -> float:
+    """Seconds from the container's zero to the stream's first timestamp (MPEG-TS starts at 1.4 s, remuxes later)."""
+    if stream.start_time is None or stream.time_base is None:
+        return 0.0
+    return float(stream.start_time * stream.time_base)
+
+
+def _video_length(container: Any) -> float | None:
+    """Seconds of the first video stream; None if its header does not say (Matroska)."""
+    if not container.streams.video:
+        return None
+    stream = container.streams.video[0]
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
 def _decode_frames(container: Any, source: Path, times: Sequence[float]) -> list[np.ndarray]:
-    """RGB frames shown at ``times`` (the last frame whose timestamp is at or before each time; the last frame of the
-    video for times past its end). Seeks to the keyframe before the first time, then decodes forward."""
+    """Upright RGB frames shown at ``times`` seconds after the video stream's first timestamp (the last frame whose
+    timestamp is at or before each time; the last frame of the video for times past its end), as VideoDataset reads
+    them. Seeks to the keyframe before the first time, then decodes forward."""
     import av
 
     if not container.streams.video:
         raise _Skip(NO_VIDEO, str(source))
     stream = container.streams.video[0]
+    origin = _start(stream)
     wanted = sorted(range(len(times)), key=lambda i: times[i])
     picked: list[Any] = [None] * len(times)
     first = times[wanted[0]]
     for attempt in ("seek", "start"):
         try:
             if attempt == "seek" and first > 1.0 and stream.time_base is not None:
-                container.seek(int(max(first - 0.5, 0.0) / stream.time_base), stream=stream, backward=True)
+                container.seek(int((max(first - 0.5, 0.0) + origin) / stream.time_base), stream=stream, backward=True)
             else:
                 container.seek(0, stream=stream, backward=True)
             last, position = None, 0
             for frame in container.decode(stream):
-                t = float(frame.pts * stream.time_base) if frame.pts is not None else math.inf
+                t = float(frame.pts * stream.time_base) - origin if frame.pts is not None else math.inf
                 if last is None and t > first and attempt == "seek":
                     break  # the seek landed after the first wanted time: decode from the start instead
                 while position < len(wanted) and t > times[wanted[position]]:
@@ -411,7 +443,7 @@ def _decode_frames(container: Any, source: Path, times: Sequence[float]) -> list
             raise _Skip(DECODE, f"{source}: video: {err}") from None
     if any(p is None for p in picked):
         raise _Skip(DECODE, f"{source}: no video frame could be decoded")
-    return [p.to_ndarray(format="rgb24") for p in picked]
+    return [upright_rgb(p) for p in picked]
 
 
 # ------------------------------------------------------------------------------------------------------------ the run

@@ -8,12 +8,11 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from avsl.data.datasets.base import Augment, AVDataset, Entry, OnError, window_at
-from avsl.data.io import DataError, decode_container_audio
+from avsl.data.io import DataError, decode_container_audio, upright_rgb
 from avsl.types import AVSample
 
 __all__ = ["VideoDataset"]
@@ -86,7 +85,11 @@ class VideoDataset(AVDataset):
             i += 1
 
     def _probe(self) -> float:
-        """Duration in seconds from the container header (no decoding); checks both streams exist."""
+        """The video stream's length in seconds from its first frame; checks both streams exist.
+
+        From the stream's header where it has one (MP4, MPEG-TS), else from the last frame's time (Matroska declares
+        no stream duration, and its segment duration can count the time before the first frame); the container's
+        duration alone counts both streams and any start offset."""
         import av
 
         if not self.path.is_file():
@@ -97,11 +100,14 @@ class VideoDataset(AVDataset):
                     raise DataError(self.path, "the file has no video stream", kind="corrupt video")
                 if not container.streams.audio:
                     raise DataError(self.path, "the file has no audio stream", kind="corrupt video")
-                if container.duration is not None:
-                    return float(container.duration) / av.time_base
                 vs = container.streams.video[0]
                 if vs.duration is not None and vs.time_base is not None:
                     return float(vs.duration * vs.time_base)
+                span = _span_from_last_frame(container, vs)
+                if span is not None:
+                    return span
+                if container.duration is not None:
+                    return float(container.duration) / av.time_base
         except DataError:
             raise
         except (av.FFmpegError, OSError, ValueError, AttributeError, TypeError) as err:
@@ -131,17 +137,20 @@ class VideoDataset(AVDataset):
                 base = stream.time_base or Fraction(1, av.time_base)
                 origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
                 target = origin + t
-                container.seek(max(int(target / base), 0), stream=stream, backward=True, any_frame=False)
-                chosen: np.ndarray | None = None
-                for frame in container.decode(stream):
-                    if frame.time is not None and frame.time > target + 1e-6 and chosen is not None:
+                chosen, late = None, False
+                # The keyframe before the target, then forward to the last frame shown at it. A seek can land after
+                # the target, or past the end (MPEG-TS, whose seeks go by bytes): then decode from the file's start.
+                for seek in (target, 0.0):
+                    container.seek(max(int(seek / base), 0), stream=stream, backward=True, any_frame=False)
+                    chosen, late = _frame_shown_at(container.decode(stream), target)
+                    if chosen is not None and not late:
                         break
-                    chosen = frame.to_ndarray(format="rgb24")
+                pixels = None if chosen is None else upright_rgb(chosen)
         except (av.FFmpegError, OSError, ValueError, AttributeError, TypeError) as err:
             raise DataError(self.path, f"cannot decode the frame at {t:.3f} s ({err})", kind="corrupt video") from None
-        if chosen is None:
+        if pixels is None:
             raise DataError(self.path, f"no frame at {t:.3f} s", kind="corrupt video")
-        return torch.from_numpy(chosen).permute(2, 0, 1).to(torch.float32).div_(255.0)
+        return torch.from_numpy(pixels).permute(2, 0, 1).to(torch.float32).div_(255.0)
 
     def _load_entry(self, entry: Entry) -> AVSample:
         assert entry.time is not None
@@ -151,3 +160,37 @@ class VideoDataset(AVDataset):
 
     def _root_for_errors(self) -> str:
         return str(self.path)
+
+
+def _frame_shown_at(frames: Any, target: float) -> tuple[Any, bool]:
+    """The last of ``frames`` whose time is at or before ``target`` (seconds), and whether the first frame already
+    came after it (``late``: then that frame is returned)."""
+    chosen = None
+    for frame in frames:
+        if frame.time is not None and frame.time > target + 1e-6:
+            return (frame, True) if chosen is None else (chosen, False)
+        chosen = frame
+    return chosen, False
+
+
+def _span_from_last_frame(container: Any, stream: Any) -> float | None:
+    """Seconds from the stream's first frame to the end of its last one: a seek past the end lands on the last
+    keyframe, and its group of pictures is decoded. None if no frame has a time."""
+    base = stream.time_base
+    if base is None:
+        return None
+    origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
+    import av
+
+    beyond = origin + (float(container.duration) / 1e6 if container.duration is not None else 0.0) + 3600.0
+    last = None
+    try:
+        container.seek(int(beyond / base), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            last = frame.time if frame.time is not None else last
+    except av.FFmpegError:  # a container that cannot seek: the header's duration is all there is
+        return None
+    if last is None:
+        return None
+    rate = stream.average_rate or stream.guessed_rate
+    return float(last) - origin + (1.0 / float(rate) if rate else 0.0)
