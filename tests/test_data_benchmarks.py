@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from avsl.data import splits
 from avsl.data.datasets import AVSBenchDataset, ChaoticWorldDataset, VideoDataset
 from avsl.data.datasets.chaotic import chaotic_gt_map
 from avsl.data.io import DataError
+from avsl.data.prepare import prepare
 
 
 def _steps_audio(seconds: int = 5) -> np.ndarray:
@@ -94,6 +96,33 @@ def test_s4_with_the_shipped_test_video_list(s4_root: Path) -> None:
     ds = AVSBenchDataset(s4_root, "s4", "test", meta_csv=meta, on_error="skip")
     assert len(ds) == 0
     assert ds.skipped.counts() == {"missing file": 740 * 5}
+
+
+def test_the_metadata_csv_read_by_the_reader_and_prepare(tmp_path: Path) -> None:
+    """One reader of AVSBench's csv for both: a byte-order mark, no header, a padded split are fine; a short row, a
+    name that would leave the output folder and a repeated name are errors with the line."""
+    from avsl.data.datasets.avsbench import read_meta
+
+    meta = tmp_path / "meta.csv"
+    meta.write_text("\ufeffvidA,0,dog_barking,test\n\nvidB,0,helicopter, Test \n", encoding="utf-8")
+    assert read_meta(meta, "s4") == [("vidA", "dog_barking", "test"), ("vidB", "helicopter", "test")]
+    meta.write_text("name,split\nm1,train\nm2,val\n")
+    assert read_meta(meta, "ms3") == [("m1", "", "train"), ("m2", "", "val")]
+    for body, problem in (
+        ("vidA,0,dog\nvidB,0,dog,test\n", "line 1 has 3 columns, expected at least 4"),
+        ("vidA,0,../../escaped,test\n", "line 1: category '../../escaped' is not a plain name"),
+        ("vidA,0,dog,test\nvidA,0,cat,train\n", "line 2: 'vidA' repeats line 1"),
+    ):
+        meta.write_text(body)
+        with pytest.raises(DataError, match=re.escape(problem)):
+            read_meta(meta, "s4")
+        with pytest.raises(DataError, match=re.escape(problem)):
+            prepare("avsbench", tmp_path, tmp_path / "out", subset="s4", meta_csv=meta, progress=False)
+
+
+def test_a_split_the_csv_lacks_is_an_error(s4_root: Path) -> None:
+    with pytest.raises(DataError, match=r"no video of split 'val'; its splits: \['test', 'train'\]"):
+        AVSBenchDataset(s4_root, "s4", "val")
 
 
 def test_ms3_palette_masks_and_an_empty_frame(tmp_path: Path) -> None:

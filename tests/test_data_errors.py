@@ -135,7 +135,8 @@ def test_annotation_problems(root: Path) -> None:
     (root / "boxes.json").write_text(
         '[{"file": "a", "bbox": [[0, 0, 1, 1]]}, {"file": "bad", "bbox": [[0, NaN, 1, 1]]}]'
     )
-    with pytest.raises(DataError, match=r"2 of 3 samples .*bad\): box \[0, nan, 1, 1\] contains NaN; c: no entry"):
+    problem = r"2 of 3 samples .*bad\): box \[0, nan, 1, 1\] contains NaN or infinity; c: no entry"
+    with pytest.raises(DataError, match=problem):
         VGGSSDataset(root, split=["a", "bad", "c"], annotations="boxes.json")
     ds = VGGSSDataset(root, split=["a", "bad", "c"], annotations="boxes.json", on_error="skip", image_size=16)
     assert ds.sample_ids == ["a"]
@@ -144,6 +145,17 @@ def test_annotation_problems(root: Path) -> None:
     (root / "broken.json").write_text("{not json")
     with pytest.raises(DataError, match=r"broken\.json: annotation file is not valid JSON"):
         VGGSSDataset(root, split=["a"], annotations="broken.json")
+    # values that were taken silently: a count as a string or negative (the default 1 was used), true and Infinity
+    # as coordinates
+    for entry, problem in (
+        ('"bbox": [[0, 0, 1, 1]], "num_sources": "2"', "'num_sources' must be an integer >= 0, got '2'"),
+        ('"bbox": [[0, 0, 1, 1]], "num_sources": -3', "'num_sources' must be an integer >= 0, got -3"),
+        ('"bbox": [[0, 0, true, 1]]', r"a box must be 4 numbers \[x1, y1, x2, y2\], got \[0, 0, True, 1\]"),
+        ('"bbox": [[0, 0, Infinity, 1]]', r"box \[0, 0, inf, 1\] contains NaN or infinity"),
+    ):
+        (root / "odd.json").write_text(f'[{{"file": "a", {entry}}}]')
+        with pytest.raises(DataError, match=rf"odd\.json: entry 0 \(a\): {problem}"):
+            VGGSSDataset(root, split=["a"], annotations="odd.json")
 
 
 def test_every_sample_bad_in_skip_mode_is_an_error(root: Path) -> None:

@@ -65,6 +65,17 @@ def test_missing_sets_and_sample_rate() -> None:
     assert torch.is_tensor(eval_batch["gt_map"]) and eval_batch["image"].shape[0] == 2
 
 
+def test_a_training_set_that_gives_no_batch_is_an_error() -> None:
+    """It trained no step and ended as if all were well (empty splits, or fewer clips than a dropped batch)."""
+    with pytest.raises(ValueError, match=r"'unlabeled' set has 0 samples .* check its split and files"):
+        AVDataModule(_synth(0), batch_size=2).train_dataloader()
+    with pytest.raises(ValueError, match=r"'unlabeled' set has 3 samples .* lower batch_size \(4\) or drop_last"):
+        AVDataModule(_synth(3), batch_size=4).train_dataloader()
+    assert sum(1 for _ in AVDataModule(_synth(3), batch_size=4, drop_last=False).train_dataloader()) == 1
+    with pytest.raises(ValueError, match="'labeled' set is empty"):
+        AVDataModule(_synth(4), _synth(0), batch_size=2).train_dataloader()
+
+
 class _Draws(torch.utils.data.Dataset):  # type: ignore[type-arg]
     """Items that are draws of torch's global generator, as an augmentation's are."""
 

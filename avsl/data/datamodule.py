@@ -92,6 +92,14 @@ class SeededSamples(Dataset[AVSample]):
             return self.dataset[index]
 
 
+def _size(dataset: Dataset[AVSample]) -> int | None:
+    """The number of samples, or None for a stream that does not know it."""
+    try:
+        return len(dataset)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
 def _mix(*values: int) -> int:
     """A 62-bit seed from integers (a fixed polynomial hash: the same in every process and run)."""
     out = 0
@@ -261,6 +269,15 @@ class AVDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> CombinedLoader:
         if self.unlabeled is None:
             raise ValueError("AVDataModule: no 'unlabeled' training set was given")
+        # An epoch without a batch would "train" without a step and end as if all were well.
+        size = _size(self.unlabeled)
+        if size == 0 or (size is not None and self.drop_last and size < self.batch_size):
+            raise ValueError(
+                f"AVDataModule: the 'unlabeled' set has {size} samples ({self.unlabeled!r}), so no training batch: "
+                + ("check its split and files" if size == 0 else f"lower batch_size ({self.batch_size}) or drop_last")
+            )
+        if self.labeled is not None and _size(self.labeled) == 0:
+            raise ValueError(f"AVDataModule: the 'labeled' set is empty ({self.labeled!r}): check its split and files")
         loaders = {"unlabeled": self._loader(self.unlabeled, self.batch_size, True, self.drop_last)}
         if self.labeled is not None:
             # Labeled sets are small: never drop their last batch, or a tiny set could yield no batch at all.
@@ -270,7 +287,7 @@ class AVDataModule(pl.LightningDataModule):
     def _eval_loader(self, dataset: Dataset[AVSample] | None, role: str) -> DataLoader[Any]:
         if dataset is None:
             raise ValueError(f"AVDataModule: no '{role}' set was given")
-        if len(dataset) == 0:  # type: ignore[arg-type]
+        if _size(dataset) == 0:
             # An empty evaluation set would run, log no metric and exit as if all were well.
             raise ValueError(f"AVDataModule: the '{role}' set is empty ({dataset!r}): check its split and files")
         return self._loader(dataset, self.eval_batch_size, False, False)

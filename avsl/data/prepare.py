@@ -23,7 +23,6 @@ Benchmarks (what each writes is in ``docs/getting_data.md``):
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -40,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 
 from avsl.data import splits
+from avsl.data.datasets.avsbench import read_meta
 from avsl.data.io import upright_rgb
 
 __all__ = ["BENCHMARKS", "VIDEO_SUFFIXES", "ClipJob", "PrepareReport", "prepare", "vggsound_id"]
@@ -208,7 +208,7 @@ def avsbench_jobs(
     videos: Path, subset: Literal["s4", "ms3"], meta_csv: Path
 ) -> tuple[list[ClipJob], list[tuple[str, str]]]:
     """Jobs for AVSBench S4/MS3 videos ``<name>.mp4``, placed by the metadata csv (name, category, split)."""
-    rows = _read_meta(meta_csv, subset)
+    rows = {name: (category, split) for name, category, split in read_meta(Path(meta_csv), subset)}
     data = f"{subset}_data"
     jobs, bad = [], []
     for path in _videos(videos):
@@ -230,26 +230,6 @@ def avsbench_jobs(
             audio = f"{data}/audio_wav/{split}/{name}.wav"
         jobs.append(ClipJob(str(path), name, frames, ((audio, 0.0, 5.0),), frame_size=(224, 224)))
     return jobs, bad
-
-
-def _read_meta(meta_csv: Path, subset: str) -> dict[str, tuple[str, str]]:
-    """name -> (category, split) of an AVSBench metadata csv (by header; MS3 has no category)."""
-    with open(meta_csv, newline="", encoding="utf-8") as f:
-        table = list(csv.reader(f))
-    if not table:
-        raise ValueError(f"{meta_csv}: empty metadata csv")
-    header = [h.strip().lower() for h in table[0]]
-    if "name" not in header or "split" not in header:
-        raise ValueError(f"{meta_csv}: the metadata csv needs 'name' and 'split' columns, got {table[0]}")
-    name, split = header.index("name"), header.index("split")
-    category = header.index("category") if "category" in header else None
-    if subset == "s4" and category is None:
-        raise ValueError(f"{meta_csv}: S4's metadata csv needs a 'category' column")
-    return {
-        row[name].strip(): ((row[category].strip() if category is not None else ""), row[split].strip())
-        for row in table[1:]
-        if row
-    }
 
 
 def folder_jobs(videos: Path, frames_per_clip: int, window: float) -> tuple[list[ClipJob], list[tuple[str, str]]]:

@@ -12,10 +12,56 @@ from avsl.data.io import DataError
 from avsl.data.transforms import resize_mask
 from avsl.types import AVSample
 
-__all__ = ["AVSBenchDataset"]
+__all__ = ["AVSBenchDataset", "read_meta"]
 
 FRAMES_PER_VIDEO = 5
 """AVSBench keeps 5 frames per 5-s video, one per second (frame k at about (k - 1) + 15/16 s)."""
+
+
+def read_meta(path: Path, subset: Literal["s4", "ms3"]) -> list[tuple[str, str, str]]:
+    """(name, category, split) of every video of an AVSBench metadata csv; category is "" for MS3. The reader and
+    ``avsl prepare avsbench`` both read it here.
+
+    Columns by header (name, category, split; any order), else by position as AVSBench's loaders read them (S4: 0
+    name, 2 category, 3 split; MS3: 0 name, 1 split). A UTF-8 byte-order mark and blank lines are fine; split values
+    are compared in lower case. Names, categories and splits become folder names, so each must be a plain one.
+
+    Raises:
+        DataError: the csv is empty, a row lacks a column, a value is not a plain name, or a name repeats.
+    """
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise DataError(path, "empty metadata csv", kind="bad annotation")
+    header = [c.strip().lower() for c in rows[0]]
+    has_header = "split" in header or "name" in header
+    body = rows[1:] if has_header else rows
+    # AVSBench's loaders read the columns by position; the derived S4 test list orders them name, category, split, so
+    # names win when there is a header.
+    name_col = header.index("name") if "name" in header else 0
+    split_col = header.index("split") if "split" in header else (3 if subset == "s4" else 1)
+    cat_col = header.index("category") if "category" in header else (2 if subset == "s4" else None)
+    need = max(name_col, split_col, cat_col or 0)
+    out: list[tuple[str, str, str]] = []
+    first_line: dict[str, int] = {}
+    for line, row in enumerate(body, start=2 if has_header else 1):
+        if len(row) <= need:
+            raise DataError(path, f"line {line} has {len(row)} columns, expected at least {need + 1}", "bad annotation")
+        name, split = row[name_col].strip(), row[split_col].strip().lower()
+        category = row[cat_col].strip() if cat_col is not None else ""
+        for what, value in (("name", name), ("split", split), ("category", category)):
+            if (value or what != "category" or cat_col is not None) and not _plain(value):
+                raise DataError(path, f"line {line}: {what} {value!r} is not a plain name", "bad annotation")
+        if name in first_line:
+            raise DataError(path, f"line {line}: {name!r} repeats line {first_line[name]}", "bad annotation")
+        first_line[name] = line
+        out.append((name, category, split))
+    return out
+
+
+def _plain(value: str) -> bool:
+    """A non-empty name that stays one folder level: no separator, not '.' or '..'."""
+    return bool(value) and value not in (".", "..") and not any(sep in value for sep in ("/", "\\", "\x00"))
 
 
 class AVSBenchDataset(AVDataset):
@@ -182,29 +228,11 @@ class AVSBenchDataset(AVDataset):
             path = next((c for c in candidates if c.is_file()), candidates[0])
         if not path.is_file():
             raise DataError(path, "AVSBench metadata csv not found (pass meta_csv=...)", kind="missing file")
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-        if not rows:
-            raise DataError(path, "empty metadata csv", kind="bad annotation")
-        header = [c.strip().lower() for c in rows[0]]
-        has_header = "split" in header or "name" in header
-        body = rows[1:] if has_header else rows
-        # AVSBench's loaders read the columns by position (S4: 0 name, 2 category, 3 split; MS3: 0 name, split by
-        # name); the derived S4 test list orders them name, category, split, so names win when there is a header.
-        name_col = header.index("name") if "name" in header else 0
-        split_col = header.index("split") if "split" in header else (3 if self.subset == "s4" else 1)
-        cat_col = header.index("category") if "category" in header else 2
-        out: list[tuple[str, str]] = []
-        for line, row in enumerate(body, start=2 if has_header else 1):
-            need = max(name_col, split_col, cat_col if self.subset == "s4" else 0)
-            if len(row) <= need:
-                raise DataError(
-                    path, f"line {line} has {len(row)} columns, expected at least {need + 1}", "bad annotation"
-                )
-            if row[split_col].strip() != self.split:
-                continue
-            out.append((row[name_col].strip(), row[cat_col].strip() if self.subset == "s4" else ""))
-        return out
+        rows = read_meta(path, self.subset)
+        splits = {split for _, _, split in rows}
+        if self.split not in splits:
+            raise DataError(path, f"no video of split {self.split!r}; its splits: {sorted(splits)}", "bad annotation")
+        return [(name, category) for name, category, split in rows if split == self.split]
 
     def _load_entry(self, entry: Entry) -> AVSample:
         image = self._load_image(entry)

@@ -148,10 +148,14 @@ def parse_box_json(path: Path) -> tuple[dict[str, Boxes], dict[str, int], dict[s
         if isinstance(parsed, str):
             bad[sample_id] = f"{path}: entry {n} ({sample_id}): {parsed}"
             continue
+        sources = item.get("num_sources")
+        if sources is not None and (type(sources) is not int or sources < 0):  # bool is an int: not a count
+            bad[sample_id] = f"{path}: entry {n} ({sample_id}): 'num_sources' must be an integer >= 0, got {sources!r}"
+            continue
         bad.pop(sample_id, None)
         boxes[sample_id] = parsed
-        if isinstance(item.get("num_sources"), int):
-            counts[sample_id] = int(item["num_sources"])
+        if sources is not None:
+            counts[sample_id] = sources
     return boxes, counts, bad
 
 
@@ -161,10 +165,11 @@ def _parse_boxes(raw: Any) -> Boxes | str:
         return f"'bbox' must be a list of [x1, y1, x2, y2] boxes, got {raw!r:.60}"
     out: list[tuple[float, ...]] = []
     for box in raw:
-        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+        numbers = isinstance(box, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        if not numbers or len(box) != 4:
             return f"a box must be 4 numbers [x1, y1, x2, y2], got {box!r:.60}"
-        if any(math.isnan(float(v)) for v in box):
-            return f"box {box} contains NaN"
+        if not all(math.isfinite(float(v)) for v in box):
+            return f"box {box} contains NaN or infinity"
         out.append(tuple(float(v) for v in box))
     return tuple(out)
 
