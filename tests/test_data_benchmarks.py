@@ -14,7 +14,7 @@ from _data_fixtures import RATE, write_image, write_mask, write_split, write_vid
 from avsl.data import splits
 from avsl.data.datasets import AVSBenchDataset, ChaoticWorldDataset, VideoDataset
 from avsl.data.datasets.chaotic import chaotic_gt_map
-from avsl.data.io import DataError
+from avsl.data.io import DataError, DataWarning
 from avsl.data.prepare import prepare
 
 
@@ -118,6 +118,19 @@ def test_the_metadata_csv_read_by_the_reader_and_prepare(tmp_path: Path) -> None
             read_meta(meta, "s4")
         with pytest.raises(DataError, match=re.escape(problem)):
             prepare("avsbench", tmp_path, tmp_path / "out", subset="s4", meta_csv=meta, progress=False)
+
+
+def test_frames_after_the_end_of_a_truncated_sound_are_not_given_its_last_second(s4_root: Path) -> None:
+    """A 2-s audio_wav of a 5-s clip gave frames 3-5 the last second's window, silently."""
+    wav = s4_root / "s4_data" / "audio_wav" / "test" / "dog_barking" / "vidA.wav"
+    write_wav(wav, data=_steps_audio(2), subtype="FLOAT")
+    with pytest.raises(DataError, match=r"vidA\.wav: the sound ends at 2\.00 s, before the window's centre at 2\.50 s"):
+        AVSBenchDataset(s4_root, "s4", "test")[2]
+    data = AVSBenchDataset(s4_root, "s4", "test", on_error="skip")
+    assert torch.allclose(data[1]["audio"], torch.full((RATE,), 0.2))  # 1.5 s: inside the sound, as before
+    with pytest.warns(DataWarning, match="skipped sample 'vidA_[345]'"):
+        assert data[2]["sample_id"] == "vidB_1"  # vidA_3 to vidA_5 are skipped and counted
+    assert data.skipped.counts() == {"truncated audio": 3}
 
 
 def test_a_split_the_csv_lacks_is_an_error(s4_root: Path) -> None:

@@ -342,7 +342,7 @@ def load_audio_window(
     suffix = p.suffix.lower()
     if suffix not in _SOUNDFILE_SUFFIXES:
         wave = load_audio(p, sample_rate, allow_resample=allow_resample, allow_silence=allow_silence)
-        return _cut(wave, num_samples, position, centre, sample_rate)
+        return _cut(wave, num_samples, position, centre, sample_rate, p)
     _check_file(p, "audio")
     if suffix == ".wav":
         _check_wav_length(p)
@@ -359,7 +359,8 @@ def load_audio_window(
     full_len = math.ceil(out_step * frames / in_step)
     if full_len <= num_samples:
         wave = load_audio(p, sample_rate, allow_resample=allow_resample, allow_silence=allow_silence)
-        return _cut(wave, num_samples, position, centre, sample_rate)
+        return _cut(wave, num_samples, position, centre, sample_rate, p)
+    _check_centre(centre, full_len, sample_rate, p)
     if centre is None:
         start = round((full_len - num_samples) * position)
     else:
@@ -384,8 +385,20 @@ def load_audio_window(
     return window
 
 
-def _cut(wave: Tensor, num_samples: int, position: float, centre: float | None, sample_rate: int) -> Tensor:
+def _check_centre(centre: float | None, length: int, sample_rate: int, path: Path) -> None:
+    """A window centred after the sound's end would be the clip's last window, shown with a later frame."""
+    if centre is not None and centre * sample_rate > length + 1:
+        raise DataError(
+            path,
+            f"the sound ends at {length / sample_rate:.2f} s, before the window's centre at {centre:.2f} s "
+            "(a truncated file?)",
+            kind="truncated audio",
+        )
+
+
+def _cut(wave: Tensor, num_samples: int, position: float, centre: float | None, sample_rate: int, path: Path) -> Tensor:
     """The window of a fully decoded waveform (tiled if short), by position in the clip or by centre time."""
+    _check_centre(centre, wave.shape[-1], sample_rate, path)
     if centre is None or wave.shape[-1] < num_samples:
         return audio_window(wave, num_samples, position if centre is None else 0.0)
     start = min(max(round(centre * sample_rate - num_samples / 2), 0), wave.shape[-1] - num_samples)
