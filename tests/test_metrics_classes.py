@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as tF
@@ -299,3 +300,29 @@ def test_avsbench_edge_cases_and_errors() -> None:
         miou.update(torch.full((1, 4, 4), float("nan")), empty)
     with pytest.raises(ValueError, match="unknown reduction"):
         AVSBenchMIoU(reduction="mean")  # type: ignore[arg-type]
+
+
+def test_numpy_integer_sample_ids() -> None:
+    maps, gts = torch.rand(4, 8, 8), torch.zeros(4, 8, 8)
+    gts[:, 2:6, 2:6] = 1
+    results = []
+    for ids in (np.arange(4), [np.int64(i) for i in range(4)], torch.arange(4)):
+        metric = CIoU("ezvsl")
+        metric.update(maps, gts, ids)  # type: ignore[arg-type]
+        results.append(metric.compute()["ciou"])
+    assert results[0] == results[1] == results[2]
+
+
+def test_evaluation_metrics_take_half_precision_maps_with_masks() -> None:
+    """The masks' logits were taken in the maps' dtype, where 1 - 1e-6 is 1: an infinite logit, refused."""
+    from avsl.metrics import EvaluationMetrics
+
+    maps = torch.rand(2, 8, 8)
+    masks = (maps > 0.5).float()
+    batch = {"sample_id": ["a", "b"], "gt_map": masks, "mask": masks}
+    scores = {}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        metrics = EvaluationMetrics("ezvsl")
+        metrics.update(maps.to(dtype), maps.to(dtype), batch)  # type: ignore[arg-type]
+        scores[dtype] = metrics.compute_and_reset()["miou"].item()
+    assert scores[torch.float16] == scores[torch.bfloat16] == scores[torch.float32] == 1.0

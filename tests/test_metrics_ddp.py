@@ -71,6 +71,28 @@ def run_metrics(indices: list[int]) -> Results:
     return out
 
 
+NEGATIVES = (0, 1, 3, 5)  # rank 1 draws 1, 3, 5 and the padding 0: negatives only
+
+
+def run_evaluation(indices: list[int]) -> Results:
+    """A validation stage's :class:`EvaluationMetrics` over ``indices`` in batches of 3, with negatives and masks."""
+    from avsl.metrics import EvaluationMetrics
+
+    data = make_data()
+    metrics = EvaluationMetrics("ezvsl", also=("slavc",))
+    for start in range(0, len(indices), 3):
+        idx = indices[start : start + 3]
+        batch = {
+            "sample_id": [f"clip_{i}" for i in idx],
+            "gt_map": data["gts"][idx].float(),
+            "mask": data["masks"][idx].float(),
+            "num_sources": torch.tensor([0 if i in NEGATIVES else 1 for i in idx]),
+        }
+        maps = data["maps"][idx]
+        metrics.update(maps, torch.sigmoid(maps), batch)  # type: ignore[arg-type]
+    return {"evaluation": metrics.compute_and_reset()}
+
+
 def _worker(rank: int, init_file: str, out_file: str, run: Callable[[list[int]], Results]) -> None:
     import torch.distributed as dist
     from torch.utils.data import DistributedSampler
@@ -132,6 +154,21 @@ def test_two_processes_match_one_process(tmp_path: Path) -> None:
     assert ddp["ciou_ezvsl"]["num_samples"].item() == NUM_SAMPLES
     # Without ids the padding repeat is counted: 8 samples instead of 7 (why avsl asks for sample_ids).
     assert ddp["ciou_no_ids"]["num_samples"].item() == WORLD_SIZE * -(-NUM_SAMPLES // WORLD_SIZE)
+
+
+@pytest.mark.ddp
+def test_a_process_whose_batches_are_all_negatives(tmp_path: Path) -> None:
+    """Its metrics were not updated, so it skipped their compute(), a collective the other process ran: the syncs
+    paired up wrongly (wrong numbers, a dead gloo peer, a hang on NCCL). An empty AVSBench update also synced an
+    untyped placeholder against int64 ids."""
+    ddp = run_two_processes(tmp_path, "tests.test_metrics_ddp:run_evaluation")["evaluation"]
+    single = run_evaluation(list(range(NUM_SAMPLES)))["evaluation"]
+    assert set(ddp) == set(single) and {"ciou", "slavc/ciou", "pointing", "miou", "fscore", "ap"} <= set(single)
+    for key, value in single.items():
+        assert torch.equal(ddp[key].cpu().nan_to_num(-1), value.nan_to_num(-1)), key
+    assert int(single["num_negative"]) == len(NEGATIVES)
+    # a set of negatives only: the extended protocol's numbers, and no cIoU, pointing or mIoU of nothing (NaN)
+    assert set(run_evaluation([1, 3, 5])["evaluation"]) == {"ap", "max_f1", "f1", "precision_at_50", "num_negative"}
 
 
 if __name__ == "__main__":

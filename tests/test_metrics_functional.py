@@ -365,3 +365,20 @@ def test_cuda_matches_cpu(protocol: str) -> None:
         assert torch.equal(cpu.nan_to_num(-1), gpu.nan_to_num(-1))
     scores = torch.sigmoid(maps)
     assert torch.equal(F.slavc_confidence(scores), F.slavc_confidence(scores.cuda()).cpu())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_maps_out_of_range_or_empty(dtype: torch.dtype) -> None:
+    """Half-precision maps are normalized in their dtype (as the references would): a float16 range above 65504 is
+    infinite, and gave silently wrong masks (a ramp of +-40,000: ezvsl 0.31, sspl 0 instead of 1); an empty batch of
+    slavc maps failed to check its range."""
+    ramp = torch.linspace(-40000, 40000, 64).reshape(1, 8, 8)
+    gt = torch.zeros(1, 8, 8)
+    gt[0, 4:] = 1
+    for protocol in ("ezvsl", "sspl", "lvs"):
+        if dtype == torch.float16:
+            with pytest.raises(ValueError, match="exceeds float16's: pass them in float32"):
+                F.ciou(ramp.to(dtype), gt, protocol)
+        else:
+            assert F.ciou(ramp.to(dtype), gt, protocol).item() == F.ciou(ramp, gt, protocol).item(), protocol
+    assert F.ciou(torch.rand(0, 8, 8).to(dtype), torch.zeros(0, 8, 8), "slavc").shape == (0,)

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -59,7 +60,7 @@ def sample_ids_to_tensor(sample_ids: SampleIds, batch_size: int, device: torch.d
     else:
         items: list[object] = list(sample_ids)
         strings = [x for x in items if isinstance(x, str)]
-        ints = [x for x in items if isinstance(x, int) and not isinstance(x, bool)]
+        ints = [int(x) for x in items if isinstance(x, (int, np.integer)) and not isinstance(x, bool)]  # NumPy too
         if len(strings) == len(items):
             values = [hash_sample_id(x) for x in strings]
         elif len(ints) == len(items):

@@ -177,8 +177,8 @@ class AVSBenchMIoU(_AVSBenchMetric):
     def update(self, logits: Tensor, masks: Tensor, sample_ids: SampleIds | None = None) -> None:
         """Score one call of N frames."""
         values = frame_iou(logits, masks)
-        if values.numel() == 0:
-            return
+        if values.numel() == 0 and self.reduction == "reference":  # no call value; "dataset" stores the empty rows
+            return  # (typed states: under DDP, an empty list would sync a float32 placeholder against int64 ids)
         if self.reduction == "reference":
             self.call_values.append(values.to(self.device, torch.float64).mean().reshape(1))  # type: ignore[union-attr]
         else:
@@ -230,7 +230,7 @@ class AVSBenchFScore(_AVSBenchMetric):
     def update(self, logits: Tensor, masks: Tensor, sample_ids: SampleIds | None = None) -> None:
         """Score one call of N frames."""
         curves, valid = frame_fscore_curves(logits, masks, self.num_thresholds, self.beta2)
-        if curves.shape[0] == 0:
+        if curves.shape[0] == 0 and self.reduction == "reference":  # as in AVSBenchMIoU.update
             return
         if self.reduction == "reference":
             self.call_values.append(_max_of_mean_curve(curves, valid).reshape(1).to(self.device))  # type: ignore[union-attr]

@@ -55,8 +55,8 @@ class EvaluationMetrics(nn.Module):
             if gt is not None:
                 self.extended.update(unit, gt, sources.to(unit.device), ids)
             keep = [i for i, n in enumerate(sources.tolist()) if n > 0]
-            if not keep:  # negatives only: counted by the extended protocol, nothing for the positives' metrics
-                return
+            # A batch of negatives only still updates every metric, with no rows: which metrics compute (a collective
+            # under DDP) follows from which were updated, and that must be the same on every process.
             if len(keep) < len(ids):
                 rows = torch.tensor(keep, dtype=torch.long, device=raw.device)
                 raw, unit, ids = raw[rows], unit[rows], [ids[i] for i in keep]
@@ -70,7 +70,8 @@ class EvaluationMetrics(nn.Module):
             self.pointing.update(raw, gt, ids)
         if mask is not None:
             # AVSBench metrics take logits; the logit of the normalized map thresholds at 0.5 like sigmoid > 0.5.
-            logits = torch.logit(minmax_normalize(raw).clamp(1e-6, 1 - 1e-6))
+            # In float32: 1 - 1e-6 rounds to 1 in half precision, whose peak would get an infinite logit.
+            logits = torch.logit(minmax_normalize(raw.float()).clamp(1e-6, 1 - 1e-6))
             self.miou.update(logits, mask, ids)
             self.fscore.update(logits, mask, ids)
 
@@ -89,6 +90,8 @@ class EvaluationMetrics(nn.Module):
                 out[name] = metric.compute()
         if self.extended.update_count:
             extended = self.extended.compute()
+            if int(extended["num_positive"]) == 0:  # negatives only (the same on every process: synced counts)
+                out.clear()  # no cIoU, pointing or mIoU of nothing: NaN would poison a mean over runs
             if int(extended["num_negative"]) > 0:
                 for key in ("ap", "max_f1", "f1", "precision_at_50", "num_negative"):
                     out[key] = extended[key]

@@ -261,8 +261,13 @@ def _binarize_torch(flat: Tensor, protocol: str, g: Tensor | None) -> Tensor:
     vmax = flat.amax(dim=1, keepdim=True)
     if not bool((torch.isfinite(vmin) & torch.isfinite(vmax)).all()):
         _raise_non_finite(flat, "heatmaps")
+    # Normalized in the maps' dtype, as the references do; in half precision a range above 65504 is infinite, and
+    # every normalized value NaN (masks silently wrong).
+    if flat.dtype == torch.float16 and flat.numel() and not bool(torch.isfinite(vmax - vmin).all()):
+        raise ValueError("float16 heatmaps whose range (max - min) exceeds float16's: pass them in float32")
     if protocol == "slavc":
-        _check_fixed_range(vmin.min().item(), vmax.max().item(), protocol)
+        if flat.shape[0]:  # (an empty batch has no range to check)
+            _check_fixed_range(vmin.min().item(), vmax.max().item(), protocol)
         return flat >= 0.5
     if protocol == "sspl":  # no zero-range guard: 0/0 = NaN, never >= 0.5
         return _div(flat - vmin, vmax - vmin) >= 0.5
