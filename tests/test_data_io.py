@@ -106,7 +106,7 @@ def test_garbage_image_and_empty_and_missing(tmp_path: Path) -> None:
     assert info.value.kind == "missing file"
 
 
-def test_masks_binary_from_l_1_and_palette(tmp_path: Path) -> None:
+def test_masks_binary_from_l_1_and_palette(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     m = np.zeros((4, 5), dtype=np.uint8)
     m[1:3, 2:4] = 1
     Image.fromarray(m * 255).save(tmp_path / "l.png")
@@ -118,6 +118,14 @@ def test_masks_binary_from_l_1_and_palette(tmp_path: Path) -> None:
         out = load_mask(tmp_path / name)
         assert out.dtype == torch.float32, name
         assert torch.equal(out, torch.from_numpy(m).float()), name
+    Image.fromarray(np.full((4, 5), np.nan, dtype=np.float32)).save(tmp_path / "nan.tif")  # NaN != 0: all foreground
+    with pytest.raises(DataError, match=r"nan\.tif: the mask holds NaN or infinite values"):
+        load_mask(tmp_path / "nan.tif")
+    Image.new("L", (1, 1)).save(tmp_path / "huge.png")
+    with monkeypatch.context() as patch:  # Pillow's guard against decompression bombs, named like load_image's
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", 0)
+        with pytest.raises(DataError, match=r"huge\.png: mask too large to decode safely"):
+            load_mask(tmp_path / "huge.png")
 
 
 # ----------------------------------------------------------------------------------------------------- audio
@@ -130,6 +138,13 @@ def test_stereo_is_averaged(tmp_path: Path) -> None:
     assert out.shape == (RATE // 2,)
     assert out.dtype == torch.float32
     assert torch.allclose(out, torch.from_numpy(stereo.mean(axis=1)), atol=1e-6)
+
+
+def test_channels_whose_mix_overflows_are_refused(tmp_path: Path) -> None:
+    huge = np.full((800, 2), 3e38, dtype=np.float32)  # finite, but their mean's sum is not
+    write_wav(tmp_path / "huge.wav", data=huge, subtype="FLOAT")
+    with pytest.raises(DataError, match=r"huge\.wav: samples too large to mix to mono"):
+        load_audio(tmp_path / "huge.wav", RATE)
 
 
 def test_other_rate_is_resampled_or_refused(tmp_path: Path) -> None:

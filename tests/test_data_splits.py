@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from avsl.data import splits
+from avsl.data.io import DataError
 
 # Sizes from shared/data/README.md and evaluation.md §7-8.
 EXPECTED_SIZES = {
@@ -116,3 +117,6 @@ def test_read_id_file_quirks(tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.csv"
     pairs.write_bytes(b"video,audio,label\r\na,b,non-sounding\r\n")
     assert splits.read_pair_file(pairs) == [("a", "b")]
+    pairs.write_text("a,b\nc\n")  # a DataError (on_error and `except DataError` see it), not a bare ValueError
+    with pytest.raises(DataError, match=r"pairs\.csv: line 2 is not a 'video,audio' pair: 'c'"):
+        splits.read_pair_file(pairs)

@@ -239,6 +239,12 @@ def test_flickr_xml_annotations(tmp_path: Path) -> None:
         bad[0]
     with pytest.raises(DataError, match=r"1 of 1 samples .*: d: no frame"):
         FlickrSoundNetDataset(tmp_path, split=["d"], annotations="Annotations")
+    for text in ("nan", "inf"):  # NaN was blamed on the frame file; inf was clipped to the frame's edge
+        (ann / "c.xml").write_text(
+            f"<annotation><group><bbox><l>x</l><a>1</a><b>2</b><c>{text}</c><d>4</d></bbox></group></annotation>"
+        )
+        with pytest.raises(DataError, match=rf"c\.xml: box coordinates \[1\.0, 2\.0, {text}, 4\.0\] are not all"):
+            bad[0]
 
 
 def test_flickr_144k_warns_about_its_20_test_ids(tmp_path: Path) -> None:

@@ -266,10 +266,14 @@ def load_mask(path: str | os.PathLike[str]) -> Tensor:
                 arr = np.asarray(im)
             else:
                 arr = np.asarray(im.convert("L"))
+    except Image.DecompressionBombError as err:
+        raise DataError(p, f"mask too large to decode safely ({err})", kind="corrupt mask") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise DataError(p, f"corrupt or unreadable mask ({type(err).__name__}: {err})", kind="corrupt mask") from None
     if arr.ndim != 2:
         raise DataError(p, f"expected a single-channel mask, got shape {arr.shape}", kind="corrupt mask")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # NaN != 0 would make every such pixel foreground
+        raise DataError(p, "the mask holds NaN or infinite values", kind="corrupt mask")
     return torch.from_numpy(arr != 0).to(torch.float32)
 
 
@@ -420,7 +424,8 @@ def _finish_audio(
     if not allow_silence and not bool(wave.any()):
         raise DataError(
             path,
-            "digitally silent (every sample is 0); pass allow_silence=True if silent clips are intended",
+            "digitally silent (every sample read is 0: the whole file, or the window read from it); pass "
+            "allow_silence=True if silent clips are intended",
             kind="silent audio",
         )
     if rate != sample_rate and not allow_resample:
@@ -430,6 +435,8 @@ def _finish_audio(
             kind="sample rate",
         )
     mono = to_mono(wave)
+    if wave.shape[0] > 1 and not math.isfinite(float(mono.sum())):  # finite channels whose mean overflows (3e38)
+        raise DataError(path, "samples too large to mix to mono (the mean overflows float32)", kind="non-finite audio")
     # Again after the down-mix: channels in antiphase cancel to a silent clip that passed the check above (to within
     # one 16-bit step: integer formats do not quantize x and -x to exact opposites).
     if not allow_silence and wave.shape[0] > 1 and float(mono.abs().max()) <= 2.0**-15:

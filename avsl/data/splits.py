@@ -205,7 +205,7 @@ def read_pair_file(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         if line_no == 0 and fields[0].lower() in _HEADER_WORDS:
             continue
         if len(fields) < 2 or not fields[1]:
-            raise ValueError(f"{path}: line {line_no + 1} is not a 'video,audio' pair: {line!r}")
+            raise DataError(path, f"line {line_no + 1} is not a 'video,audio' pair: {line!r}", "bad annotation")
         pairs.append((_strip_suffix(fields[0]), _strip_suffix(fields[1])))
     return pairs
 

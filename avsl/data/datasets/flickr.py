@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -49,10 +50,13 @@ def parse_flickr_xml(path: str | os.PathLike[str]) -> Boxes:
                     p, f"a <bbox> needs a label and 4 coordinates, found {len(values) + 1} children", "bad annotation"
                 )
             try:
-                boxes.append(tuple(float((v.text or "").strip()) for v in values))
+                box = tuple(float((v.text or "").strip()) for v in values)
             except ValueError:
                 texts = [v.text for v in values]
                 raise DataError(p, f"non-numeric box coordinates {texts}", kind="bad annotation") from None
+            if not all(math.isfinite(v) for v in box):  # "nan" and "inf" parse as floats (inf was clipped to 256)
+                raise DataError(p, f"box coordinates {list(box)} are not all finite", kind="bad annotation")
+            boxes.append(box)
     return tuple(boxes)
 
 
