@@ -542,7 +542,7 @@ def upright_rgb(frame: Any) -> np.ndarray:
     Phone videos store portrait frames sideways with a rotation tag, which players and FFmpeg's command line apply
     (its autorotation); the decoder does not. A tag of ``rotation`` degrees is ``rotation / 90`` counter-clockwise
     quarter turns: checked against ``ffmpeg -i tagged.mp4 frame.png`` for tags of 90, 180 and 270 degrees
-    (``tests/test_localize_video.py``).
+    (``tests/test_prepare.py``, with FFmpeg's pictures stored).
     """
     pixels: np.ndarray = frame.to_ndarray(format="rgb24")
     turns = round(float(getattr(frame, "rotation", 0) or 0) / 90) % 4

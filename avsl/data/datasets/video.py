@@ -182,7 +182,7 @@ def _span_from_last_frame(container: Any, stream: Any) -> float | None:
     origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
     import av
 
-    beyond = origin + (float(container.duration) / 1e6 if container.duration is not None else 0.0) + 3600.0
+    beyond = origin + (float(container.duration) / av.time_base if container.duration is not None else 0.0) + 3600.0
     last = None
     try:
         container.seek(int(beyond / base), stream=stream, backward=True, any_frame=False)
