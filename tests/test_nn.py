@@ -123,3 +123,17 @@ def test_the_lvs_resnet18_keeps_stride_16_without_dilation_and_resnet18_names() 
     assert {k: v.shape for k, v in lvs.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
     block = lvs.model.layer4[0]
     assert block.conv1.dilation == (1, 1) and block.conv2.dilation == (1, 1)
+
+
+def test_audio_too_short_for_the_backbone_names_what_to_change() -> None:
+    """0.5 s at 8 kHz is a 257 x 15 log-linear spectrogram, which tiny_cnn's strides cannot take: the error came from
+    inside a convolution and named none of the arguments."""
+    encoder = AudioEncoder("tiny_cnn", "loglinear", 8000, embed_dim=16)
+    with pytest.raises(ValueError, match=r"4000 audio samples give a \(257, 15\) .* too small for the tiny_cnn .*"):
+        encoder(torch.randn(2, 4000))
+    assert encoder(torch.randn(2, 16000)).shape == (2, 16)
+    from avsl.methods import SSPL
+    from avsl.testing import tiny_args
+
+    with pytest.raises(ValueError, match=r"'vggish' front-end needs duration >= 0\.975 s"):
+        SSPL(**{**tiny_args(SSPL), "audio_frontend": "vggish", "duration": 0.9})

@@ -112,6 +112,11 @@ class SSPL(LocalizationMethod):
         if view_scale < 1.0 or not 0.0 <= view_flip_p <= 1.0:
             raise ValueError(f"need view_scale >= 1 and view_flip_p in [0, 1], got {view_scale}, {view_flip_p}")
         self.lr_head = lr_head
+        if audio_frontend == "vggish" and duration < 0.975:  # else an error at the first forward, naming samples
+            raise ValueError(
+                f"the 'vggish' front-end needs duration >= 0.975 s (one 0.96-s example of 25-ms windows), "
+                f"got {duration}"
+            )
         if not 0.0 <= view_color_jitter < 1.0:
             raise ValueError(f"view_color_jitter must be in [0, 1), got {view_color_jitter}")
         self.view_scale, self.view_flip_p, self.view_color_jitter = view_scale, view_flip_p, view_color_jitter

@@ -107,6 +107,7 @@ class AudioEncoder(nn.Module):
         self.frontend = create_frontend(frontend, sample_rate)
         if frontend == "vggish":
             raise ValueError("the 'vggish' front-end yields example stacks; AudioEncoder takes 'loglinear' or 'logmel'")
+        self.names = (backbone, frontend)
         self.backbone = create_backbone(backbone, 1, pretrained, checkpoint_path)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()  # on the pooled features (FNAC)
         self.proj: nn.Module = nn.Identity()  # embed_dim None: no projection (LVS)
@@ -119,8 +120,21 @@ class AudioEncoder(nn.Module):
 
     def features(self, audio: Tensor) -> Tensor:
         """Globally max-pooled backbone features (B, C) of waveforms, before dropout and the projection."""
-        pooled: Tensor = self.backbone(self.frontend(audio)).amax(dim=(2, 3))
-        return pooled
+        spectrogram = self.frontend(audio)
+        try:
+            features: Tensor = self.backbone(spectrogram)
+        except RuntimeError as err:
+            # A window too short for the backbone's strides fails inside a convolution or pooling ("Kernel size
+            # can't be greater than actual input size"), naming none of the arguments that set the size.
+            if "size" not in str(err):
+                raise
+            backbone, frontend = self.names
+            raise ValueError(
+                f"{audio.shape[-1]} audio samples give a {tuple(spectrogram.shape[-2:])} (frequency x time) {frontend} "
+                f"spectrogram, too small for the {backbone} audio backbone: use a longer duration (or another "
+                f"front-end or backbone) ({err})"
+            ) from err
+        return features.amax(dim=(2, 3))
 
     def forward(self, audio: Tensor) -> Tensor:
         return F.normalize(self.proj(self.dropout(self.features(audio))), dim=1)
