@@ -77,8 +77,9 @@ class ResumeState(pl.Callback):
             for loader in _loaders(trainer.train_dataloader):
                 sampler = getattr(loader, "sampler", None)
                 if isinstance(sampler, EpochSampler) and loader.batch_size:
-                    # A shorter loader cycles (max_size_cycle) in the same order: it is this far into its pass.
-                    sampler.skip((state["batches_done"] % len(loader)) * loader.batch_size)
+                    # A shorter loader cycles (max_size_cycle) in the same order: it is this far into this pass.
+                    passes, done = divmod(state["batches_done"], len(loader))
+                    sampler.skip(done * loader.batch_size, passes)
         version, keys, gauss = state["python"]
         random.setstate((version, tuple(keys), gauss))
         kind, keys, pos, has_gauss, cached = state["numpy"]

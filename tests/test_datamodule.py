@@ -104,3 +104,29 @@ def test_seeded_samples_draw_from_seed_epoch_and_index_alone(monkeypatch: pytest
 
     monkeypatch.setattr(torch, "manual_seed", refuse)
     assert torch.equal(samples[key], expected)
+
+
+def test_a_labeled_set_that_cycles_draws_new_augmentations_each_pass() -> None:
+    """A labeled set smaller than the unlabeled one is re-iterated within the epoch (max_size_cycle): every pass had
+    the same crops, flips and audio shifts, so a 1 % split repeated one augmentation about a hundred times an epoch.
+    Passes keep the order (a resumed run counts on it); the first pass draws as before (epoch and index alone)."""
+    from avsl.data import JointRandomCropFlip
+    from avsl.data.datamodule import _mix
+
+    labeled = SynthAV(
+        num_clips=2, seed=1, image_size=32, duration=0.25, sample_rate=8000, augment=JointRandomCropFlip()
+    )
+    dm = AVDataModule(_synth(12), labeled, batch_size=2, labeled_batch_size=2, seed=3)
+    passes = []
+    for item in dm.train_dataloader():  # 6 unlabeled batches: 6 passes over the labeled pair
+        batch = (item[0] if isinstance(item, tuple) else item)["labeled"]
+        passes.append((batch["sample_id"], batch["image"]))
+    assert len(passes) == 6 and all(ids == passes[0][0] for ids, _ in passes)
+    distinct = {tuple(images.flatten()[::97].tolist()) for _, images in passes}
+    assert len(distinct) == 6  # before: 1
+    # pass 0 is the augmentation of (seed, epoch 0, index), as before
+    order = [int(sid.rsplit("_", 1)[1]) for sid in passes[0][0]]
+    for row, index in enumerate(order):
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(_mix(3, 0, index))
+            assert torch.equal(labeled[index]["image"], passes[0][1][row])

@@ -40,24 +40,38 @@ def split_labeled(
     return Subset(dataset, sorted(perm[:k])), Subset(dataset, sorted(perm[k:]))
 
 
+#: Draw ids of a pass after an epoch's first: ``epoch + pass * _PASS_STRIDE`` (never another epoch's first pass).
+_PASS_STRIDE = 2**24
+
+
 class EpochSampler(Sampler[int]):
     """The training order of one epoch, drawn from ``(seed, epoch)`` alone; each index is yielded as the key
-    ``epoch * n + index``, which :class:`SeededSamples` turns back into the index and a seed for its augmentation.
+    ``draw * n + index``, which :class:`SeededSamples` turns back into the index and a seed for its augmentation.
+
+    ``draw`` is the epoch on the epoch's first pass. A loader shorter than the others is iterated again within the
+    epoch (Lightning's ``max_size_cycle``: a small labeled set): each further pass keeps the order but draws new
+    augmentations (``draw = epoch + pass * 2**24``), or a 1 % labeled split would repeat one set of crops a hundred
+    times an epoch.
 
     Lightning calls :meth:`set_epoch` at the start of every epoch. :meth:`skip` makes the next iteration start after
-    its first ``count`` indices: how a resumed run continues an interrupted epoch (``avsl.callbacks.ResumeState``).
+    its first ``count`` indices, in pass ``passes`` of the epoch: how a resumed run continues an interrupted epoch
+    (``avsl.callbacks.ResumeState``).
     """
 
     def __init__(self, n: int, seed: int) -> None:
         self.n, self.seed = n, seed
         self.epoch = 0
         self._skip = 0
+        self._pass = 0
+        self._resume_pass = 0
 
     def set_epoch(self, epoch: int) -> None:
+        # (After ResumeState.on_train_start, which sets where a resumed epoch continues, and before the first pass.)
         self.epoch = epoch
+        self._pass, self._resume_pass = self._resume_pass, 0
 
-    def skip(self, count: int) -> None:
-        self._skip = count
+    def skip(self, count: int, passes: int = 0) -> None:
+        self._skip, self._resume_pass = count, passes
 
     def __len__(self) -> int:
         return self.n
@@ -65,12 +79,13 @@ class EpochSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
         start, self._skip = self._skip, 0
-        base = self.epoch * self.n
-        return iter((base + order[start:]).tolist())
+        draw = self.epoch + self._pass * _PASS_STRIDE
+        self._pass += 1
+        return iter((draw * self.n + order[start:]).tolist())
 
 
 class SeededSamples(Dataset[AVSample]):
-    """A dataset whose random augmentation is drawn from ``(seed, epoch, index)``: sample ``key`` (from
+    """A dataset whose random augmentation is drawn from ``(seed, draw, index)``: sample ``key`` (from
     :class:`EpochSampler`) is item ``key % n`` of ``dataset``, loaded with torch's generator seeded for it (and put
     back afterwards), so the draws do not depend on prefetching, workers or an interruption."""
 
@@ -82,13 +97,13 @@ class SeededSamples(Dataset[AVSample]):
         return self.n
 
     def __getitem__(self, key: int) -> AVSample:
-        epoch, index = divmod(int(key), self.n)
+        draw, index = divmod(int(key), self.n)
         with torch.random.fork_rng(devices=[]):
             # The CPU generator alone (what augmentations draw from, and all that fork_rng restores): torch.manual_seed
             # would also queue a seed for each accelerator not initialised in this process, recording the Python
             # stack every time (cuda, xpu, mtia): 1.1 ms per sample under cProfile, beside 3.2 ms to decode and resize
             # a 640x360 frame.
-            torch.default_generator.manual_seed(_mix(self.seed, epoch, index))
+            torch.default_generator.manual_seed(_mix(self.seed, draw, index))
             return self.dataset[index]
 
 
