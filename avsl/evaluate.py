@@ -43,21 +43,38 @@ def evaluate(
     :class:`~avsl.metrics.Pointing`) on the same maps, and ``"miou"`` / ``"fscore"`` (AVSBench rules, dataset-level)
     when they carry masks. Negatives (``num_sources == 0``) are kept out of all of these; a set with negatives also
     gets SLAVC's extended protocol (``"ap"``, ``"max_f1"``, ``"f1"``, ``"precision_at_50"``, ``"num_negative"``),
-    which reads the maps as fixed-range scores in [0, 1] (values outside are clamped): give maps in that range
-    (``LocalizationMethod.unit_scores``, as :func:`evaluate_controls` does).
+    which reads the maps as fixed-range scores in [0, 1], as the ``slavc`` protocol does: give maps in that range
+    (``LocalizationMethod.unit_scores``, as :func:`evaluate_controls` does). Values just outside it (an upsampling's
+    overshoot, up to 0.1) are clamped; maps further out are an error there, not a silently clamped score.
     """
-    if not protocols:
-        raise ValueError("evaluate needs at least one cIoU protocol")
+    if isinstance(protocols, str) or not protocols:
+        raise ValueError(f"evaluate needs at least one cIoU protocol, as a sequence of names; got {protocols!r}")
     metrics = EvaluationMetrics(protocols[0], also=protocols[1:])
+    seen = 0
     for batch in batches:
         maps = heatmap_fn(batch).float().cpu()
         cpu: AVBatch = {k: v.cpu() if isinstance(v, Tensor) else v for k, v in batch.items()}  # type: ignore[assignment]
+        negatives = "num_sources" in cpu and bool((torch.as_tensor(cpu["num_sources"]) == 0).any())
+        if maps.numel() and ("slavc" in protocols or negatives):
+            _check_unit_range(maps, "the 'slavc' protocol" if "slavc" in protocols else "the extended protocol")
         metrics.update(maps, maps.clamp(0.0, 1.0), cpu)
+        seen += maps.shape[0]
+    if not seen:
+        raise ValueError("evaluate got no samples: the batches are empty")
     results: dict[str, float] = {}
     for key, value in metrics.compute_and_reset().items():
         first = key in ("ciou", "auc", "mean_ciou", "num_samples", "num_nan")  # the first protocol's keys
         results[f"{protocols[0]}/{key}" if first else key] = float(value)
     return results
+
+
+def _check_unit_range(maps: Tensor, reader: str) -> None:
+    lo, hi = float(maps.min()), float(maps.max())
+    if lo < -0.1 or hi > 1.1:
+        raise ValueError(
+            f"{reader} reads the maps as scores in [0, 1], got values in [{lo:.3g}, {hi:.3g}]: give the method's "
+            "unit_scores of its raw maps (LocalizationMethod.unit_scores), not raw scores"
+        )
 
 
 def control_audio(audio: Tensor, control: str, generator: torch.Generator | None = None) -> Tensor:

@@ -28,7 +28,8 @@ _JET = np.array(
 
 def colorize(heatmap: Tensor | np.ndarray) -> np.ndarray:
     """Map an (H, W) array in [0, 1] to an (H, W, 3) uint8 jet image (values outside [0, 1] are clipped)."""
-    h = np.clip(np.nan_to_num(np.asarray(heatmap, dtype=np.float64), nan=0.0), 0.0, 1.0)
+    values = heatmap.detach().float().cpu().numpy() if isinstance(heatmap, Tensor) else heatmap  # bf16, grad
+    h = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0), 0.0, 1.0)
     rgb: np.ndarray = np.stack([np.interp(h, _JET[:, 0], _JET[:, k]) for k in (1, 2, 3)], axis=-1)
     return np.asarray((rgb * 255).round(), dtype=np.uint8)
 
@@ -47,14 +48,20 @@ def _outline(mask: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: Tensor, heatmap: Tensor, alpha: float = 0.5, gt_map: Tensor | None = None) -> Image.Image:
-    """Blend a (3, H, W) frame in [0, 1] with an (H, W) heatmap in [0, 1]; outline the ground truth in green."""
+    """Blend a (3, H, W) frame in [0, 1] with an (H, W) heatmap in [0, 1]; outline the ground truth in green (both
+    maps are resized to the frame if their size differs)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     frame = _to_uint8_image(image)
     heat = heatmap.detach().float().cpu()
     if tuple(heat.shape) != frame.shape[:2]:
         heat = torch.nn.functional.interpolate(heat[None, None], size=frame.shape[:2], mode="bilinear")[0, 0]
     blended = ((1 - alpha) * frame + alpha * colorize(heat.numpy())).round().astype(np.uint8)
     if gt_map is not None:
-        edge = _outline(gt_map.detach().cpu().numpy() > 0)
+        gt = gt_map.detach().float().cpu()
+        if tuple(gt.shape) != frame.shape[:2]:
+            gt = torch.nn.functional.interpolate(gt[None, None], size=frame.shape[:2], mode="nearest")[0, 0]
+        edge = _outline(gt.numpy() > 0)
         edge |= np.roll(edge, 1, axis=0) | np.roll(edge, 1, axis=1)  # 2-px lines stay visible when downscaled
         blended[edge] = (0, 255, 0)
     return Image.fromarray(blended)
@@ -70,8 +77,9 @@ def heatmap_grid(
 ) -> Image.Image:
     """A grid of (frame, overlay) pairs for a batch: images (B, 3, H, W), heatmaps (B, H, W) in [0, 1]."""
     n = images.shape[0]
-    if heatmaps.shape[0] != n:
-        raise ValueError(f"{n} images but {heatmaps.shape[0]} heatmaps")
+    for name, given in (("heatmaps", heatmaps), ("gt_maps", gt_maps), ("titles", titles)):
+        if given is not None and len(given) != n:
+            raise ValueError(f"{n} images but {len(given)} {name}")
     h, w = images.shape[-2:]
     title_h = 14 if titles else 0
     ncols = max(1, min(ncols, n))
@@ -109,9 +117,19 @@ class HeatmapLogger(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:  # fmt: skip
-        if batch_idx == 0 and dataloader_idx == 0 and self._batch is None:
-            k = self.num_samples
-            self._batch = {key: v[:k].detach().cpu() if isinstance(v, Tensor) else v[:k] for key, v in batch.items()}
+        # The first num_samples samples, over as many batches as that takes (eval_batch_size may be smaller).
+        taken = 0 if self._batch is None else len(self._batch["sample_id"])
+        if dataloader_idx or taken >= self.num_samples:
+            return
+        k = self.num_samples - taken
+        part = {key: v[:k].detach().cpu() if isinstance(v, Tensor) else list(v[:k]) for key, v in batch.items()}
+        if self._batch is None:
+            self._batch = part
+            return
+        for key, value in part.items():
+            if key in self._batch:
+                old = self._batch[key]
+                self._batch[key] = torch.cat([old, value]) if isinstance(value, Tensor) else [*old, *value]
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         batch, self._batch = self._batch, None

@@ -168,6 +168,13 @@ def test_localize_checks_shapes() -> None:
         model.localize(torch.rand(3, 64, 64), torch.randn(1, 8000))
     with pytest.raises(ValueError, match="audio must be"):
         model.localize(torch.rand(2, 3, 64, 64), torch.randn(3, 8000))
+    image, audio = torch.rand(3, 3, 64, 64), torch.randn(3, 8000)
+    image[1, 0, 5, 5] = float("nan")  # it made sample 1's whole map NaN, returned as a map
+    with pytest.raises(ValueError, match=r"image of samples \[1\] contains NaN or infinite values"):
+        model.localize(image, audio)
+    audio[2, 7] = float("inf")
+    with pytest.raises(ValueError, match=r"audio of samples \[2\] contains NaN"):
+        model.localize(torch.rand(3, 3, 64, 64), audio)
 
 
 def test_unknown_protocol_is_rejected() -> None:

@@ -156,3 +156,24 @@ def test_several_protocols_share_one_pass_and_each_equals_its_own() -> None:
             assert both[key] == value, (protocol, key)
     with pytest.raises(ValueError, match="at least one"):
         evaluate(lambda b: raw, [batch], protocols=())  # type: ignore[list-item]
+
+
+def test_evaluate_refuses_raw_scores_where_it_reads_unit_scores() -> None:
+    """evaluate() clamped the maps before slavc's fixed threshold: cosine maps in [-0.8, 0.6] were scored silently
+    (cIoU 0.75 where the unit scores give 1.0). Raw scores there, no batches and a bare string are errors now."""
+    batch = _batch(4, negatives=[])
+    raw = batch.pop("raw")
+    assert isinstance(raw, torch.Tensor)
+    cosine = 1.4 * raw - 0.8  # [-0.8, 0.6]
+    with pytest.raises(ValueError, match=r"the 'slavc' protocol reads the maps as scores in \[0, 1\].*unit_scores"):
+        evaluate(lambda b: cosine, [batch], protocols=("slavc",))  # type: ignore[list-item]
+    assert evaluate(lambda b: 1.05 * raw, [batch], protocols=("slavc",))["slavc/ciou"] >= 0  # overshoot: clamped
+    assert "ezvsl/ciou" in evaluate(lambda b: cosine, [batch], protocols=("ezvsl",))  # normalizing: any range
+    with_negatives = _batch(4, negatives=[3])
+    with_negatives.pop("raw")
+    with pytest.raises(ValueError, match="the extended protocol reads the maps"):
+        evaluate(lambda b: cosine, [with_negatives], protocols=("ezvsl",))  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="evaluate got no samples"):
+        evaluate(lambda b: cosine, [], protocols=("ezvsl",))
+    with pytest.raises(ValueError, match="at least one cIoU protocol, as a sequence of names; got 'sspl'"):
+        evaluate(lambda b: cosine, [batch], protocols="sspl")  # type: ignore[list-item]

@@ -32,6 +32,28 @@ def test_overlay_outlines_ground_truth_and_grid_layout() -> None:
     assert grid.size == (2 * (2 * 16 + 4), 3 * (16 + 14 + 4))
     with pytest.raises(ValueError, match="heatmaps"):
         heatmap_grid(torch.rand(2, 3, 8, 8), torch.rand(3, 8, 8))
+    # what gave raw IndexErrors or wrapped colours: titles or GT maps that do not match, alpha outside [0, 1]
+    with pytest.raises(ValueError, match="3 images but 1 titles"):
+        heatmap_grid(torch.rand(3, 3, 8, 8), torch.rand(3, 8, 8), titles=["a"])
+    with pytest.raises(ValueError, match="3 images but 2 gt_maps"):
+        heatmap_grid(torch.rand(3, 3, 8, 8), torch.rand(3, 8, 8), gt_maps=torch.rand(2, 8, 8))
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        overlay(image, heat, alpha=1.5)
+    half = np.asarray(overlay(image, heat, gt_map=gt[::2, ::2]))  # a GT at another size is resized to the frame
+    assert tuple(half[4, 8]) == (0, 255, 0) and tuple(half[8, 8]) != (0, 255, 0)
+    ramp = torch.linspace(0, 1, 16).reshape(4, 4).requires_grad_()
+    assert np.array_equal(colorize(ramp.bfloat16()), colorize(ramp.detach().bfloat16().float().numpy()))
+
+
+def test_heatmap_logger_collects_its_samples_over_batches() -> None:
+    """With eval batches smaller than num_samples it showed the first batch only."""
+    callback = HeatmapLogger(num_samples=5)
+    for i in range(4):
+        batch = {"image": torch.rand(2, 3, 8, 8), "sample_id": [f"s{2 * i}", f"s{2 * i + 1}"]}
+        callback.on_validation_batch_end(None, None, None, batch, i)  # type: ignore[arg-type]
+    assert callback._batch is not None
+    assert callback._batch["sample_id"] == ["s0", "s1", "s2", "s3", "s4"]
+    assert callback._batch["image"].shape == (5, 3, 8, 8)
 
 
 def _fit_with(logger: pl.loggers.Logger, root: Path) -> None:

@@ -118,6 +118,11 @@ def write_shards(
     ``out`` (a local folder; upload it to object storage as it is). Samples that fail to decode are left out and
     listed in ``out/avsl_shards.json``. ``progress`` shows litdata's progress bar and messages. Returns ``out``."""
     out = Path(out)
+    if not isinstance(dataset, AVDataset):  # else litdata's "Failed processing item=0", hiding why
+        raise TypeError(
+            f"write_shards takes an avsl reader (an AVDataset: VGGSSDataset, FolderDataset, ...), got "
+            f"{type(dataset).__name__}: write SynthAV to a folder first (avsl synth), and shard a reader of it"
+        )
     if not len(dataset):
         raise DataError(str(out), "the dataset has no samples: nothing to shard", kind="no samples")
     with tempfile.TemporaryDirectory(prefix="avsl_shards_") as tmp:

@@ -91,6 +91,10 @@ class LocalizationMethod(pl.LightningModule):
             raise ValueError(f"image must be (B, 3, H, W), got {tuple(image.shape)}")
         if audio.dim() != 2 or audio.shape[0] != image.shape[0]:
             raise ValueError(f"audio must be (B, T) with B={image.shape[0]}, got {tuple(audio.shape)}")
+        for name, values in (("image", image), ("audio", audio)):
+            if not bool(torch.isfinite(values).all()):  # one NaN made a whole map NaN, returned as a map
+                bad = sorted({int(i) for i in (~torch.isfinite(values)).flatten(1).any(1).nonzero()[:, 0]})
+                raise ValueError(f"{name} of samples {bad} contains NaN or infinite values")
         maps = self.upsample(self(image, audio).float(), (image.shape[-2], image.shape[-1]))
         return minmax_normalize(maps) if normalize else maps
 
