@@ -85,7 +85,7 @@ def test_samples_that_fail_to_decode_are_left_out_and_listed(tmp_path: Path) -> 
     with pytest.raises(DataError, match="no sample of the dataset can be decoded"):
         write_shards(_reader(root), tmp_path / "none", workers=2)
     assert not (tmp_path / "none" / "index.json").exists()
-    with pytest.raises(TypeError, match="write_shards takes an avsl reader .* got SynthAV"):  # was litdata's error
+    with pytest.raises(TypeError, match=r"write_shards takes an avsl reader .* got SynthAV"):  # was litdata's error
         write_shards(SynthAV(4), tmp_path / "synth")  # type: ignore[arg-type]
 
 
