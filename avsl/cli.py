@@ -132,8 +132,9 @@ def _localize(argv: list[str]) -> int:
     clip.add_argument("--quiet", action="store_true", help="no progress bar")
     clip.add_argument("--stride", type=float, default=None, help=argparse.SUPPRESS)  # replaced by --fps
     ns = parser.parse_args(argv)
-    if (ns.video is None) == (ns.image is None or ns.audio is None):
-        parser.error("give either --image and --audio, or --video")
+    some_pair = ns.image is not None or ns.audio is not None
+    if (ns.video is not None and some_pair) or (ns.video is None and (ns.image is None or ns.audio is None)):
+        parser.error("give either --image and --audio, or --video")  # (--video beside either was ignored)
     if ns.video is None:
         from avsl.localize import localize_files
 
@@ -324,6 +325,8 @@ def _synth(argv: list[str]) -> int:
         )
 
     sizes = {"train": ns.train, "val": ns.val, "test": ns.test}
+    if min(sizes.values()) < 0 or not any(sizes.values()):
+        raise ValueError(f"--train, --val and --test are clip counts >= 0, not all 0; got {sizes}")
     splits = {name: split(n, i) for i, (name, n) in enumerate(sizes.items()) if n > 0}
     root = write_synthav(ns.out, splits, progress=not ns.quiet)
     total = sum(sizes.values())
@@ -404,15 +407,23 @@ def _input_error(err: BaseException, args: list[str]) -> str | None:
     for e in chain:
         if isinstance(e, DataError):
             return str(e)
+    ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
+    if ckpt is None and "--ckpt_path" in args[:-1]:
+        ckpt = args[args.index("--ckpt_path") + 1]
     for e in chain:
         frames = traceback.extract_tb(e.__traceback__)
         raised_by_avsl = bool(frames) and Path(frames[-1].filename).is_relative_to(_PACKAGE)
         if isinstance(e, (ValueError, FileNotFoundError)) and raised_by_avsl:
             return str(e)
+        # A path that is missing, or a file where a folder goes (or the reverse): the user's, whoever raised it.
+        if isinstance(e, (FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)):
+            return f"{e.strerror or type(e).__name__}: {e.filename}" if e.filename else str(e)
+        # Lightning reading --ckpt_path: a truncated file, or a state dict of another program.
+        unreadable = isinstance(e, RuntimeError) and "PytorchStreamReader" in str(e)
+        if ckpt is not None and (unreadable or (isinstance(e, KeyError) and "pytorch-lightning_version" in str(e))):
+            what = "is not a complete checkpoint (truncated?)" if unreadable else "is not a Lightning checkpoint"
+            return f"--ckpt_path {ckpt} {what}: give a checkpoint that avsl fit wrote"
         if isinstance(e, pickle.UnpicklingError):  # Lightning's torch.load(weights_only=True) of --ckpt_path
-            ckpt = next((a.split("=", 1)[1] for a in args if a.startswith("--ckpt_path=")), None)
-            if ckpt is None and "--ckpt_path" in args[:-1]:
-                ckpt = args[args.index("--ckpt_path") + 1]
             return (
                 f"{ckpt or 'the checkpoint'} holds objects other than tensors, numbers, strings and containers, "
                 "whose unpickling can run code; avsl reads checkpoints safely. If you trust the file, convert it once "

@@ -40,7 +40,7 @@ def shipped_configs() -> list[str]:
 
 def resolve_config(value: str) -> str:
     """A path if it exists, else the shipped config it names (``ezvsl``, ``methods/ezvsl``, ``methods/ezvsl.yaml``)."""
-    if Path(value).exists() or value.startswith(("{", "[")):
+    if Path(value).is_file() or value.startswith(("{", "[")):  # (a folder named like a shipped config is not one)
         return value
     root = _config_root()
     name = value if value.endswith((".yaml", ".yml")) else value + ".yaml"

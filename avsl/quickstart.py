@@ -62,6 +62,8 @@ def run_quickstart(
         args.append(f"--trainer.max_epochs={max_epochs}")
     if train_clips is not None:
         args.append(f"--data.init_args.unlabeled.init_args.num_clips={train_clips}")
+        if train_clips < 64:  # the config's batch: fewer clips than a (dropped) batch would train nothing
+            args.append(f"--data.init_args.batch_size={max(train_clips, 2)}")
     if test_clips is not None:
         args.append(f"--data.init_args.test.init_args.num_clips={test_clips}")
     cli = AVSLCLI([*args, *(extra_args or [])], run=False)

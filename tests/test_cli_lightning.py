@@ -152,3 +152,29 @@ def test_the_data_must_give_the_methods_signal(tmp_path: Path, capsys: pytest.Ca
         "--model.init_args.base_args.sample_rate=8000",
     ]
     assert main([*semi, *eight]) == 0
+
+
+def test_command_line_mistakes_get_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit of the command line: each gave a traceback, was ignored, or picked the wrong file."""
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "synthav").mkdir()  # a folder named like a shipped config (`avsl synth --out synthav`)
+    assert resolve_config("synthav").endswith("data/synthav.yaml")
+    with pytest.raises(SystemExit):  # --video beside --image was ignored
+        main(["localize", "--ckpt", "x.ckpt", "--video", "v.mp4", "--image", "i.png", "--out", "o"])
+    assert "give either --image and --audio, or --video" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path / "s"), "--train", "-1"]) == 1
+    assert "clip counts >= 0" in capsys.readouterr().err
+    common = [f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", *TINY_DATA, *TINY_TRAINER]
+    run = ["validate", "-c", "ezvsl", "-c", "synthav", *_tiny_model("ezvsl"), *common]
+    torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
+    for ckpt, message in (
+        (tmp_path / "missing.ckpt", "missing.ckpt"),
+        (tmp_path / "plain.ckpt", "plain.ckpt is not a Lightning checkpoint"),
+    ):
+        assert main([*run, f"--ckpt_path={ckpt}"]) == 1
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

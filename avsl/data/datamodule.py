@@ -288,7 +288,8 @@ class AVDataModule(pl.LightningDataModule):
         size = _size(self.unlabeled)
         if size == 0 or (size is not None and self.drop_last and size < self.batch_size):
             raise ValueError(
-                f"AVDataModule: the 'unlabeled' set has {size} samples ({self.unlabeled!r}), so no training batch: "
+                f"AVDataModule: the 'unlabeled' set has {size} samples ({type(self.unlabeled).__name__}), so no "
+                "training batch: "
                 + ("check its split and files" if size == 0 else f"lower batch_size ({self.batch_size}) or drop_last")
             )
         if self.labeled is not None and _size(self.labeled) == 0:

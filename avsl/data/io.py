@@ -424,8 +424,8 @@ def _finish_audio(
     if not allow_silence and not bool(wave.any()):
         raise DataError(
             path,
-            "digitally silent (every sample read is 0: the whole file, or the window read from it); pass "
-            "allow_silence=True if silent clips are intended",
+            "digitally silent (every sample read is 0: the whole file, or the window read from it); if silent "
+            "clips are intended, pass allow_silence=True to the reader (in Python or in its config)",
             kind="silent audio",
         )
     if rate != sample_rate and not allow_resample:
