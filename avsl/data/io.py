@@ -26,6 +26,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ __all__ = [
     "load_audio_window",
     "load_image",
     "load_mask",
+    "stream_start",
     "upright_rgb",
 ]
 
@@ -534,6 +536,14 @@ def decode_container_audio(path: str | os.PathLike[str], sample_rate: int, *, al
     _check_file(p, "video")
     wave, rate = _decode_pyav(p)
     return _finish_audio(wave, rate, p, sample_rate, allow_resample=True, allow_silence=allow_silence)
+
+
+def stream_start(stream: Any) -> float:
+    """Seconds from the container's zero to a PyAV stream's first timestamp, from which frame times count: 0 in most
+    files, 1.4 s in MPEG-TS (FFmpeg's default), later in remuxed ones."""
+    if stream.start_time is None:
+        return 0.0
+    return float(stream.start_time * (stream.time_base or Fraction(1, 1_000_000)))  # PyAV's av.time_base
 
 
 def upright_rgb(frame: Any) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 
 from avsl.data import splits
 from avsl.data.datasets.avsbench import read_meta
-from avsl.data.io import upright_rgb
+from avsl.data.io import stream_start, upright_rgb
 
 __all__ = ["BENCHMARKS", "VIDEO_SUFFIXES", "ClipJob", "PrepareReport", "prepare", "vggsound_id"]
 
@@ -367,13 +367,6 @@ def _decode_audio(container: Any, source: Path) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
 
 
-def _start(stream: Any) -> float:
-    """Seconds from the container's zero to the stream's first timestamp (MPEG-TS starts at 1.4 s, remuxes later)."""
-    if stream.start_time is None or stream.time_base is None:
-        return 0.0
-    return float(stream.start_time * stream.time_base)
-
-
 def _video_length(container: Any) -> float | None:
     """Seconds of the first video stream; None if its header does not say (Matroska)."""
     if not container.streams.video:
@@ -393,7 +386,7 @@ def _decode_frames(container: Any, source: Path, times: Sequence[float]) -> list
     if not container.streams.video:
         raise _Skip(NO_VIDEO, str(source))
     stream = container.streams.video[0]
-    origin = _start(stream)
+    origin = stream_start(stream)
     wanted = sorted(range(len(times)), key=lambda i: times[i])
     picked: list[Any] = [None] * len(times)
     first = times[wanted[0]]

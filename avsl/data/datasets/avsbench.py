@@ -49,8 +49,9 @@ def read_meta(path: Path, subset: Literal["s4", "ms3"]) -> list[tuple[str, str, 
             raise DataError(path, f"line {line} has {len(row)} columns, expected at least {need + 1}", "bad annotation")
         name, split = row[name_col].strip(), row[split_col].strip().lower()
         category = row[cat_col].strip() if cat_col is not None else ""
-        for what, value in (("name", name), ("split", split), ("category", category)):
-            if (value or what != "category" or cat_col is not None) and not _plain(value):
+        named = [("name", name), ("split", split)] + ([("category", category)] if cat_col is not None else [])
+        for what, value in named:
+            if not _plain(value):
                 raise DataError(path, f"line {line}: {what} {value!r} is not a plain name", "bad annotation")
         if name in first_line:
             raise DataError(path, f"line {line}: {name!r} repeats line {first_line[name]}", "bad annotation")

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from avsl.data.datasets.base import Augment, AVDataset, Entry, OnError, window_at
-from avsl.data.io import DataError, decode_container_audio, upright_rgb
+from avsl.data.io import DataError, decode_container_audio, stream_start, upright_rgb
 from avsl.types import AVSample
 
 __all__ = ["VideoDataset"]
@@ -135,8 +135,7 @@ class VideoDataset(AVDataset):
             with av.open(str(self.path)) as container:
                 stream = container.streams.video[0]
                 base = stream.time_base or Fraction(1, av.time_base)
-                origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
-                target = origin + t
+                target = stream_start(stream) + t
                 chosen, late = None, False
                 # The keyframe before the target, then forward to the last frame shown at it. A seek can land after
                 # the target, or past the end (MPEG-TS, whose seeks go by bytes): then decode from the file's start.
@@ -179,7 +178,7 @@ def _span_from_last_frame(container: Any, stream: Any) -> float | None:
     base = stream.time_base
     if base is None:
         return None
-    origin = float(stream.start_time * base) if stream.start_time is not None else 0.0
+    origin = stream_start(stream)
     import av
 
     beyond = origin + (float(container.duration) / av.time_base if container.duration is not None else 0.0) + 3600.0
